@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+# The CPU wheel of torch 2.13.0 lies on disk here; other specs may pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev,wandb,ray
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.retrain-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/retrain campaign run campaigns/demo.toml --out logs/demo
+
+test: $(STAMP)
+	WANDB_MODE=offline $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check retrain tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/advantages.py
+	$(BIN)/python bench/squeeze.py
+	$(BIN)/python bench/backpressure.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Command-line interface. Thin Typer commands: parse, call the library, print."""

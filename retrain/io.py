@@ -1,0 +1,102 @@
+"""File primitives shared by every writer: atomic replace and append-only JSONL.
+
+A file that is replaced goes through a temp file in the same directory + fsync + rename, so a
+reader never sees half a file. JSONL is append-only, one line per write, flushed; readers skip a
+torn (unparseable) last line, which is what a kill mid-write leaves behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and paths show up in metrics dicts; write them as plain values.
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON object as one line and flush it to the OS."""
+    line = json.dumps(record, default=_json_default, allow_nan=True) + "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """All complete records of a JSONL file; a torn or garbled line is skipped."""
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    p = Path(path)
+    if not p.exists():
+        return
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # torn line from a kill mid-write
+            if isinstance(obj, dict):
+                yield obj
+
+
+def truncate_jsonl_after(path: str | Path, step: int, key: str = "step") -> int:
+    """Keep only records with `key` <= step (and drop torn lines); returns how many were dropped.
+
+    Used on resume so that every step appears exactly once.
+    """
+    p = Path(path)
+    if not p.exists():
+        return 0
+    kept: list[str] = []
+    dropped = 0
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            s = line.strip()
+            if not s:
+                continue
+            try:
+                obj = json.loads(s)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get(key), int) and obj[key] > step:
+                dropped += 1
+                continue
+            kept.append(s + "\n")
+    atomic_write_text(p, "".join(kept))
+    return dropped
