@@ -1,0 +1,1 @@
+"""Training backends. `local` is the torch engine (model, LoRA, sampler, loss, optimizer, checkpoints)."""

@@ -1,0 +1,46 @@
+"""LoRA adapters with peft: only the adapter trains, the base model stays frozen.
+
+Data flow: load_model_and_tokenizer ─▶ **apply_lora** ─▶ sampler / train_step / checkpoint.
+The KL term of the loss reads the base model through `model.disable_adapter()`, so no second
+copy of the weights is kept.
+"""
+
+from __future__ import annotations
+
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from transformers import PreTrainedModel
+
+from retrain.config.schema import LoraConfig
+from retrain.errors import RetrainError
+
+
+class LoraTargetError(RetrainError):
+    """None of the configured LoRA target modules exist in the model."""
+
+
+def present_targets(model: PreTrainedModel, wanted: tuple[str, ...]) -> list[str]:
+    """The wanted module names (last path component) that occur among the model's Linear-like layers."""
+    leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    return [w for w in wanted if w in leaf_names]
+
+
+def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PeftModel:
+    """Wrap `model` with a LoRA adapter on the configured targets that exist in it."""
+    targets = present_targets(model, tuple(cfg.target_modules))
+    if not targets:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                         if type(m).__name__ in ("Linear", "Conv1D")})
+        raise LoraTargetError(
+            f"lora.target_modules: none of {list(cfg.target_modules)} exist in "
+            f"{type(model).__name__}; its linear layers are named {leaves}")
+    peft_cfg = PeftLoraConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
+        use_rslora=cfg.use_rslora, bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, peft_cfg)
+
+
+def lora_parameter_counts(model: PeftModel) -> dict[str, int]:
+    """{'trainable': adapter params, 'total': all params, 'base': frozen params}."""
+    trainable, total = model.get_nb_trainable_parameters()
+    return {"trainable": int(trainable), "total": int(total), "base": int(total - trainable)}

@@ -1,0 +1,236 @@
+"""The embedded default model: a small Llama with a character-level tokenizer, warmed up and cached.
+
+Data flow: `model = "tiny"` ─▶ **ensure_tiny_model** ─▶ a model directory ─▶ load_model_and_tokenizer.
+
+No model can be downloaded here, so `tiny`/`small` are built from a `LlamaConfig`, trained with a
+few hundred supervised steps on the configured task (loss on answer + EOS only) until greedy
+decoding gets a fair share right, so RL has reward signal, then saved with `save_pretrained`.
+The entry is keyed by a hash of everything that changes the weights. Builders take an exclusive
+`flock` on the entry's lock file, build into a temp dir and rename it into place, so two processes
+asking for the same entry build it once and the second just loads it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from retrain.io import atomic_write_json
+
+FORMAT_VERSION = 1
+META_FILE = "retrain_model.json"
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "intermediate_size": 256},
+    "small": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "intermediate_size": 512},
+}
+
+PairsFn = Callable[[int, int], list[tuple[str, str]]]
+
+
+def cache_root() -> Path:
+    """`$RETRAIN_CACHE`, default ~/.cache/retrain."""
+    return Path(os.environ.get("RETRAIN_CACHE") or Path.home() / ".cache" / "retrain")
+
+
+def build_char_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per printable ASCII char (plus \\n, \\t), <bos> prepended, left padding."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    vocab = {s: i for i, s in enumerate(SPECIALS)}
+    for ch in ["\n", "\t", *map(chr, range(32, 127))]:
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()  # concatenate, no spaces between tokens
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])])
+    tok.add_special_tokens(list(SPECIALS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        unk_token="<unk>", padding_side="left", clean_up_tokenization_spaces=False)
+
+
+def build_random_model(preset: str, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """A randomly initialised LlamaForCausalLM of the given preset."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    dims = PRESETS[preset]
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), num_key_value_heads=dims["num_attention_heads"],
+        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True, **dims)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg)
+
+
+def cache_key(preset: str, *, task_key: dict, steps: int, lr: float, batch_size: int, seed: int) -> str:
+    """12 hex chars over everything that changes the built weights."""
+    blob = json.dumps({"preset": preset, "dims": PRESETS.get(preset), "task": task_key,
+                       "steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed,
+                       "format": FORMAT_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _supervised_batch(
+    tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded <bos> prompt answer <eos>; labels only on answer + eos. -> ids, mask, labels [B, L]."""
+    rows: list[tuple[list[int], int]] = []
+    for prompt, answer in pairs:
+        p = tokenizer(prompt)["input_ids"]
+        a = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append((p + a, len(p)))
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (seq, n_prompt) in enumerate(rows):
+        ids[r, : len(seq)] = torch.tensor(seq)
+        mask[r, : len(seq)] = 1
+        labels[r, n_prompt: len(seq)] = torch.tensor(seq[n_prompt:])
+    return ids, mask, labels
+
+
+def warm_up(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs_fn: PairsFn, *,
+    steps: int, lr: float, batch_size: int, seed: int, progress: bool = True,
+) -> float:
+    """Supervised steps (AdamW, short warm-up then cosine); returns the final train loss."""
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * s / max(1, steps)))))
+    model.train()
+    loss_val = float("nan")
+    for step in range(steps):
+        ids, mask, labels = _supervised_batch(tokenizer, pairs_fn(step * batch_size, batch_size))
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        loss_val = float(loss.detach())
+        if progress and (step % 100 == 0 or step == steps - 1):
+            print(f"[warm-up] step {step + 1}/{steps} loss {loss_val:.4f}", file=sys.stderr, flush=True)
+    model.eval()
+    return loss_val
+
+
+def greedy_accuracy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]],
+    *, max_tokens: int = 8,
+) -> float:
+    """Fraction of prompts whose greedy completion equals the answer (whitespace-stripped)."""
+    from retrain.backend.local.sampler import sample
+
+    if not pairs:
+        return float("nan")
+    roll = sample(model, tokenizer, [p for p, _ in pairs], n_per_prompt=1, max_tokens=max_tokens,
+                  temperature=1.0, top_p=1.0, seed=0, step=0, greedy=True)
+    hits = [txt.strip() == ans.strip() for txt, (_, ans) in zip(roll.completion_text, pairs, strict=True)]
+    return float(np.mean(hits))
+
+
+def ensure_tiny_model(
+    preset: str,
+    *,
+    pairs_fn: PairsFn,
+    task_key: dict,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    cache_dir: Path | None = None,
+    eval_pairs: list[tuple[str, str]] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Return the cached model dir for these settings, building it first if needed (process-safe)."""
+    key = cache_key(preset, task_key=task_key, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
+    models_dir = (Path(cache_dir) if cache_dir is not None else cache_root()) / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    final = models_dir / f"{preset}-{key}"
+    if (final / META_FILE).exists():
+        return final
+    with open(models_dir / f".{preset}-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits here, then finds the entry
+        try:
+            if (final / META_FILE).exists():
+                return final
+            _build_entry(preset, final, key=key, pairs_fn=pairs_fn, task_key=task_key, steps=steps,
+                         lr=lr, batch_size=batch_size, seed=seed, eval_pairs=eval_pairs,
+                         progress=progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return final
+
+
+def _build_entry(
+    preset: str, final: Path, *, key: str, pairs_fn: PairsFn, task_key: dict, steps: int,
+    lr: float, batch_size: int, seed: int, eval_pairs: list[tuple[str, str]] | None, progress: bool,
+) -> None:
+    t0 = time.perf_counter()
+    random.seed(seed)
+    np.random.seed(seed)
+    tokenizer = build_char_tokenizer()
+    model = build_random_model(preset, tokenizer, seed)
+    if progress:
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"[tiny] building {final.name}: {n_params:,} params, {steps} warm-up steps",
+              file=sys.stderr, flush=True)
+    final_loss = warm_up(model, tokenizer, pairs_fn, steps=steps, lr=lr, batch_size=batch_size,
+                         seed=seed, progress=progress)
+    accuracy = greedy_accuracy(model, tokenizer, eval_pairs) if eval_pairs else float("nan")
+    build_s = time.perf_counter() - t0
+    if progress:
+        print(f"[tiny] warm-up done in {build_s:.1f}s: loss {final_loss:.4f}, greedy accuracy "
+              f"{accuracy:.1%} on {len(eval_pairs or [])} held-out pairs", file=sys.stderr, flush=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / META_FILE, {
+            "preset": preset, "key": key, "format_version": FORMAT_VERSION, "task": task_key,
+            "warmup_steps": steps, "warmup_lr": lr, "warmup_batch_size": batch_size, "seed": seed,
+            "warmup_final_loss": final_loss,
+            "warmup_accuracy": None if np.isnan(accuracy) else accuracy,
+            "eval_size": len(eval_pairs or []), "build_time_s": round(build_s, 3),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        if final.exists():  # a stale, incomplete entry (no meta file): replace it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_model_meta(path: Path) -> dict | None:
+    """The retrain_model.json of a built entry, or None for other model dirs."""
+    meta = Path(path) / META_FILE
+    return json.loads(meta.read_text()) if meta.exists() else None
