@@ -34,10 +34,11 @@ def _root(
 
 def _register() -> None:
     # One line per command group; each module defines `register(app)`.
-    from retrain.cli import campaign_cmd, config_cmd, squeeze_cmd
+    from retrain.cli import campaign_cmd, config_cmd, data_cmd, squeeze_cmd
 
     campaign_cmd.register(app)
     config_cmd.register(app)
+    data_cmd.register(app)
     squeeze_cmd.register(app)
 
 

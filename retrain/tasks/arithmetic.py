@@ -38,10 +38,10 @@ def check_arithmetic(data: DataConfig) -> list[str]:
         problems.append("data.operators: at least one of '+', '-', '*' is needed")
     elif bad:
         problems.append(f"data.operators: {bad!r} not supported; choose from {list(OPERATORS)}")
-    elif data.eval_size > space_size(data.digits, data.operators) // 2:
+    elif data.eval_size > space_size(data.digits, data.operators) * 9 // 10:
         problems.append(
-            f"data.eval_size: {data.eval_size} is more than half of the "
-            f"{space_size(data.digits, data.operators)} possible problems "
+            f"data.eval_size: {data.eval_size} leaves less than 10% of the "
+            f"{space_size(data.digits, data.operators)} possible problems for training "
             f"(digits={data.digits}, operators={list(data.operators)})"
         )
     return problems

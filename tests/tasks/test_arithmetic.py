@@ -62,7 +62,7 @@ def test_eval_problems_capped_at_eval_size() -> None:
 def test_one_digit_space_and_too_large_eval() -> None:
     assert space_size(1, ("+",)) == 100
     assert space_size(2, ("+",)) == 8100
-    data = DataConfig(digits=1, eval_size=60)
+    data = DataConfig(digits=1, eval_size=95)
     assert check_data_config(data) and check_data_config(data)[0].startswith("data.eval_size:")
     with pytest.raises(DataError):
         ArithmeticTask(data, 0)

@@ -1,0 +1,157 @@
+"""The `countdown` task: reach a target from given numbers with a group's operators.
+
+Prompt format (compact, for the character-level tiny model): the numbers separated by spaces,
+" -> ", the target, ":" — e.g. "3 5 7 -> 15:". The reference answer is one valid expression
+with minimal parentheses, e.g. "3+5+7"; the reward accepts any valid one (see countdown_expr).
+
+Problems are solvable by construction: numbers are drawn uniformly from 1..max_number (with
+repetition), then combined pairwise in random order with random operators of the group into one
+expression that uses every number once. Division is only chosen when it is exact, subtraction
+keeps intermediates non-negative, and the target is at least 1. The held-out key is the sorted
+numbers plus the target, so a reordering of an eval problem never appears in training.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from retrain.config.schema import DataConfig
+from retrain.errors import DataError
+from retrain.tasks.base import Problem
+from retrain.tasks.countdown_expr import countdown_reward
+from retrain.tasks.streams import SplitStreams
+
+# Operator groups of the continual-learning curriculum (shared/seeds/001).
+OPERATOR_GROUPS: dict[str, str] = {
+    "plus": "+",
+    "plus_minus": "+-",
+    "plus_minus_mul": "+-*",
+    "plus_minus_mul_div": "+-*/",
+}
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+_ATOM = 3
+_TARGET_TRIES = 20  # redraws of the expression until the target is >= 1
+
+
+@dataclass(frozen=True)
+class _Node:
+    value: int
+    text: str
+    precedence: int
+
+
+def _wrap(node: _Node, needs: bool) -> str:
+    return f"({node.text})" if needs else node.text
+
+
+def _combine(left: _Node, op: str, right: _Node) -> _Node:
+    p = _PRECEDENCE[op]
+    # Right operand of - or / needs parentheses at equal precedence: a-(b+c), a/(b*c).
+    left_text = _wrap(left, left.precedence < p)
+    right_text = _wrap(right, right.precedence < p or (right.precedence == p and op in "-/"))
+    if op == "+":
+        value = left.value + right.value
+    elif op == "-":
+        value = left.value - right.value
+    elif op == "*":
+        value = left.value * right.value
+    else:
+        value = left.value // right.value
+    return _Node(value, f"{left_text}{op}{right_text}", p)
+
+
+def random_expression(numbers: list[int], ops: str, rng: random.Random) -> _Node:
+    """An expression using every number once, with only integer, non-negative intermediates."""
+    pool = [_Node(n, str(n), _ATOM) for n in numbers]
+    while len(pool) > 1:
+        left = pool.pop(rng.randrange(len(pool)))
+        right = pool.pop(rng.randrange(len(pool)))
+        op = ops[rng.randrange(len(ops))]
+        if op == "/" and (right.value == 0 or left.value % right.value != 0):
+            if right.value != 0 and left.value != 0 and right.value % left.value == 0:
+                left, right = right, left
+            else:
+                op = ops[rng.randrange(len(ops) - 1)]  # groups list "/" last
+        if op == "-" and left.value < right.value:
+            left, right = right, left
+        pool.append(_combine(left, op, right))
+    return pool[0]
+
+
+def generate_problem(
+    rng: random.Random, count: int, max_number: int, ops_group: str
+) -> tuple[list[int], int, str]:
+    """Draw numbers and build a solution; returns (numbers, target, answer expression)."""
+    ops = OPERATOR_GROUPS[ops_group]
+    numbers = [rng.randint(1, max_number) for _ in range(count)]
+    for _ in range(_TARGET_TRIES):
+        node = random_expression(list(numbers), ops, rng)
+        if node.value >= 1:
+            return numbers, node.value, node.text
+    return numbers, sum(numbers), "+".join(map(str, numbers))  # always valid: + is in every group
+
+
+def format_prompt(numbers: list[int], target: int) -> str:
+    return f"{' '.join(map(str, numbers))} -> {target}:"
+
+
+def make_problem(numbers: list[int], target: int, answer: str, ops_group: str) -> Problem:
+    meta = {"numbers": tuple(numbers), "target": target, "ops": ops_group}
+    return Problem(format_prompt(numbers, target), answer, meta)
+
+
+def check_countdown(data: DataConfig) -> list[str]:
+    """Config problems of the countdown task, each starting with its dotted key."""
+    if data.countdown_ops not in OPERATOR_GROUPS:
+        return [f"data.countdown_ops: {data.countdown_ops!r} is not one of {list(OPERATOR_GROUPS)}"]
+    # With '+' alone the problem space is exactly the number multisets (one target each); the
+    # other groups have more targets per multiset and a too-large eval set is caught when drawn.
+    multisets = math.comb(data.countdown_max_number + data.countdown_numbers - 1, data.countdown_numbers)
+    if data.countdown_ops == "plus" and data.eval_size > multisets * 9 // 10:
+        return [
+            f"data.eval_size: {data.eval_size} leaves less than 10% of the {multisets} possible "
+            f"'plus' problems for training (countdown_numbers={data.countdown_numbers}, "
+            f"countdown_max_number={data.countdown_max_number})"
+        ]
+    return []
+
+
+class CountdownTask:
+    """Generated countdown problems with a held-out set disjoint from training."""
+
+    name = "countdown"
+
+    def __init__(self, data: DataConfig, seed: int) -> None:
+        problems = check_countdown(data)
+        if problems:
+            raise DataError("; ".join(problems))
+        self.ops_group = data.countdown_ops
+        self.ops = OPERATOR_GROUPS[data.countdown_ops]
+        self.count = data.countdown_numbers
+        self.max_number = data.countdown_max_number
+        self.use_all = data.countdown_use_all
+        self._streams = SplitStreams(seed, self._draw, data.eval_size)
+
+    def _draw(self, rng: random.Random) -> tuple[tuple[tuple[int, ...], int], Problem]:
+        numbers, target, answer = generate_problem(rng, self.count, self.max_number, self.ops_group)
+        key = (tuple(sorted(numbers)), target)
+        return key, make_problem(numbers, target, answer, self.ops_group)
+
+    def train_problems(self, cursor: int, n: int) -> list[Problem]:
+        return self._streams.train_problems(cursor, n)
+
+    def eval_problems(self, n: int) -> list[Problem]:
+        return self._streams.eval_problems(n)
+
+    def reward(self, problem: Problem, completion: str) -> float:
+        try:
+            numbers = problem.meta["numbers"]
+            target = problem.meta["target"]
+        except (KeyError, TypeError):
+            return 0.0
+        return countdown_reward(completion, numbers, target, self.ops, self.use_all)
+
+    def is_correct(self, problem: Problem, completion: str) -> bool:
+        return self.reward(problem, completion) >= 1.0
