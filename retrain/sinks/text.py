@@ -1,0 +1,179 @@
+"""The human-readable lines of a run, shared by the console and run.log.
+
+Place in the data flow: ConsoleSink and RunLogSink each own a `TextReport` and print/append the
+lines it returns, so the terminal and run.log say the same thing. Pure apart from reading
+metrics.jsonl once on resume (to know the loss at step 1 and at the resumed checkpoint).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from retrain.io import read_jsonl
+from retrain.sinks.base import RunInfo, eval_key
+
+
+def _num(value: Any, fmt: str) -> str:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return format(value, fmt)
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.4f}"
+
+
+def train_line(metrics: Mapping[str, Any], max_steps: int) -> str:
+    """`[train] step=… loss=… reward=… correct=… kl=… lambda=… bs=…`."""
+    return (
+        f"[train] step={metrics.get('step')}/{max_steps}"
+        f" loss={_num(metrics.get('loss'), '.4f')}"
+        f" reward={_num(metrics.get('mean_reward'), '.3f')}"
+        f" correct={_num(metrics.get('correct_rate'), '.3f')}"
+        f" kl={_num(metrics.get('kl'), '.4f')}"
+        f" lambda={_num(metrics.get('sepa_lambda'), '.3f')}"
+        f" bs={_num(metrics.get('batch_size'), 'd')}"
+    )
+
+
+def eval_line(step: int, metrics: Mapping[str, Any]) -> str:
+    parts = " ".join(
+        f"{eval_key(k)[len('eval_'):]}={_num(v, '.4f')}" for k, v in metrics.items()
+        if not isinstance(v, str)
+    )
+    label = "initial" if step == 0 else f"step={step}"
+    return f"[eval] {label} {parts}"
+
+
+def one_line(text: str, limit: int) -> str:
+    flat = text.replace("\r", "").replace("\n", " ⏎ ")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class LossTracker:
+    """Loss (and reward) at step 1, at the last checkpoint and now: seed 002's change lines."""
+
+    def __init__(self) -> None:
+        self.first: tuple[int, float, float | None] | None = None  # step, loss, reward
+        self.last_ckpt: tuple[int, float, float | None] | None = None
+        self.latest: tuple[int, float, float | None] | None = None
+
+    def resume_from(self, metrics_path: Path, start_step: int) -> None:
+        """Recover step 1 and the resumed checkpoint (= start_step) from metrics.jsonl."""
+        for row in read_jsonl(metrics_path):
+            step, loss = row.get("step"), row.get("loss")
+            if not isinstance(step, int) or not 1 <= step <= start_step:
+                continue
+            if not isinstance(loss, int | float):
+                continue
+            point = (step, float(loss), _reward(row))
+            if self.first is None or step < self.first[0]:
+                self.first = point
+            if step == start_step:
+                self.last_ckpt = point
+
+    def observe(self, metrics: Mapping[str, Any]) -> None:
+        step, loss = metrics.get("step"), metrics.get("loss")
+        if not isinstance(step, int) or not isinstance(loss, int | float):
+            return
+        self.latest = (step, float(loss), _reward(metrics))
+        if self.first is None:
+            self.first = self.latest
+
+    def checkpoint_lines(self, step: int) -> list[str]:
+        """Lines printed at a checkpoint; then this checkpoint becomes the reference."""
+        if self.latest is None or self.first is None:
+            return []
+        _, loss, reward = self.latest
+        lines = [_change("since start", self.first, loss, reward)]
+        if self.last_ckpt is not None:
+            lines.append(_change("since last checkpoint", self.last_ckpt, loss, reward))
+        self.last_ckpt = self.latest
+        return lines
+
+
+def _reward(row: Mapping[str, Any]) -> float | None:
+    value = row.get("mean_reward")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _change(label: str, ref: tuple[int, float, float | None], loss: float,
+            reward: float | None) -> str:
+    ref_step, ref_loss, ref_reward = ref
+    text = f"[ckpt] loss change {label} (step {ref_step}): {_signed(loss - ref_loss)}"
+    text += f" ({ref_loss:.4f} -> {loss:.4f})"
+    if reward is not None and ref_reward is not None:
+        text += f", reward {_signed(reward - ref_reward)}"
+    return text
+
+
+class TextReport:
+    """Turns sink calls into lines: [train] every `log_every` steps, [eval], [ckpt], samples."""
+
+    def __init__(self, *, log_every: int = 1, sample_completions: int = 3) -> None:
+        self.log_every = max(1, log_every)
+        self.sample_completions = sample_completions
+        self.info: RunInfo | None = None
+        self.loss = LossTracker()
+        self.last_generations: list[Mapping[str, Any]] = []
+        self.initial_acc: float | None = None
+        self.final_acc: float | None = None
+
+    def start(self, info: RunInfo) -> None:
+        self.info = info
+        if info.resumed:
+            self.loss.resume_from(info.run_dir / "metrics.jsonl", info.start_step)
+
+    def step(self, metrics: Mapping[str, Any]) -> list[str]:
+        self.loss.observe(metrics)
+        step = metrics.get("step")
+        max_steps = self.info.max_steps if self.info else 0
+        if isinstance(step, int) and (step % self.log_every == 0 or step == max_steps):
+            return [train_line(metrics, max_steps)]
+        return []
+
+    def eval(self, step: int, metrics: Mapping[str, Any]) -> list[str]:
+        acc = {eval_key(k): v for k, v in metrics.items()}.get("eval_accuracy")
+        if isinstance(acc, int | float):
+            if step == 0:
+                self.initial_acc = float(acc)
+            self.final_acc = float(acc)
+        return [eval_line(step, metrics)]
+
+    def generations(self, records: Sequence[Mapping[str, Any]]) -> None:
+        if records:
+            self.last_generations = list(records)
+
+    def checkpoint(self, step: int, path: Path) -> list[str]:
+        return [f"[ckpt] step={step} saved {path}", *self.loss.checkpoint_lines(step)]
+
+    def finish(self, summary: Mapping[str, Any]) -> list[str]:
+        status = summary.get("status", "done")
+        lines = [f"[{status}] steps={summary.get('steps_done', '-')}"
+                 f"/{self.info.max_steps if self.info else '-'}"]
+        if self.final_acc is not None:
+            text = f"[{status}] eval accuracy {self.final_acc:.4f}"
+            if self.initial_acc is not None:
+                text += f" (initial {self.initial_acc:.4f}, {_signed(self.final_acc - self.initial_acc)})"
+            lines.append(text)
+        return lines + self.sample_lines()
+
+    def sample_lines(self) -> list[str]:
+        """A few completions of the last generations, picked reproducibly by the run's seed."""
+        k = min(self.sample_completions, len(self.last_generations))
+        if k <= 0:
+            return []
+        rng = random.Random(self.info.seed if self.info else 0)
+        picked = rng.sample(self.last_generations, k)
+        lines = [f"[sample] {k} of {len(self.last_generations)} completions of the last step:"]
+        for rec in picked:
+            lines.append(
+                f"[sample] reward={_num(rec.get('reward'), '.2f')}"
+                f" tokens={_num(rec.get('num_tokens'), 'd')}"
+                f" | {one_line(str(rec.get('prompt', '')), 80)}"
+                f" => {one_line(str(rec.get('completion', '')), 200)}"
+            )
+        return lines
