@@ -1,0 +1,1 @@
+"""Campaigns: grid expansion, run naming, the plan, orchestration and resume."""

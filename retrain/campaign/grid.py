@@ -1,0 +1,318 @@
+"""Campaign spec → conditions → runs. Pure functions, no torch.
+
+A campaign file is a base run config plus a `[campaign]` table holding `seeds` and any mix of
+`[[campaign.conditions]]`, `[campaign.grid]`, `[[campaign.zip]]`, `[[campaign.exclude]]`,
+`[[campaign.include]]` (semantics: docs/campaigns.md). Expansion is deterministic: conditions in
+file order (explicit conditions × grid axes × zip groups, the last axis varying fastest), then
+includes; every condition runs once per seed, condition-major.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from retrain.config.load import (
+    CAMPAIGN_STRUCTURE_KEYS,
+    apply_dotted,
+    build_config,
+    parse_sets,
+    read_toml,
+    suggest,
+)
+from retrain.config.render import config_hash
+from retrain.config.schema import SECTIONS, TRANSFORM_SECTIONS, RetrainConfig
+from retrain.errors import ConfigError
+
+DEFAULT_ABLATION: tuple[dict[str, Any], ...] = (
+    {"algorithm.advantage_mode": "grpo", "algorithm.transform_mode": "none"},
+    {"algorithm.advantage_mode": "maxrl", "algorithm.transform_mode": "none"},
+    {"algorithm.advantage_mode": "maxrl", "algorithm.transform_mode": "gtpo"},
+    {"algorithm.advantage_mode": "maxrl", "algorithm.transform_mode": "gtpo_hicra"},
+    {"algorithm.advantage_mode": "maxrl", "algorithm.transform_mode": "gtpo_sepa"},
+)
+_CORE_KEYS = ("algorithm.advantage_mode", "algorithm.transform_mode")
+_SAFE = re.compile(r"[^A-Za-z0-9._+=,~-]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    label: str
+    overrides: Mapping[str, Any]  # dotted key -> value, in file order
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    name: str  # f"{condition}_s{seed}"
+    condition: str
+    seed: int
+    overrides: Mapping[str, Any]
+    run_dir: str  # relative to the campaign dir
+    config: RetrainConfig
+    config_hash: str
+
+    @property
+    def max_steps(self) -> int:
+        return self.config.training.max_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class CampaignSpec:
+    name: str
+    source: str
+    base: RetrainConfig
+    conditions: tuple[Condition, ...]
+    runs: tuple[RunSpec, ...]
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+def _all_keys() -> dict[str, list[str]]:
+    """bare key -> dotted keys that have it."""
+    out: dict[str, list[str]] = {}
+    for section, cls in SECTIONS.items():
+        if section == "campaign":
+            continue
+        for f in dataclasses.fields(cls):
+            out.setdefault(f.name, []).append(f"{section}.{f.name}")
+    return out
+
+
+def resolve_key(key: str, where: str) -> tuple[str | None, str | None]:
+    """A dotted key as is, or a bare key where unambiguous. Returns (dotted, problem)."""
+    if "." in key:
+        section, _, name = key.partition(".")
+        if section not in SECTIONS or section == "campaign":
+            return None, f"{where}: unknown table '{section}' in key '{key}'{suggest(section, SECTIONS)}"
+        names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+        if name not in names:
+            return None, f"{where}: unknown key '{key}'{suggest(name, names)}"
+        return key, None
+    candidates = _all_keys().get(key)
+    if not candidates:
+        flat = [d for v in _all_keys().values() for d in v]
+        return None, f"{where}: unknown key '{key}'{suggest(key, list(_all_keys()) + flat)}"
+    if len(candidates) > 1:
+        return None, f"{where}: key '{key}' is ambiguous; write one of {', '.join(candidates)}"
+    return candidates[0], None
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'lora': {'rank': 8}} (TOML bare dotted keys) -> {'lora.rank': 8}."""
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _resolve_table(table: Any, where: str, problems: list[str], *, lists: bool = False) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        problems.append(f"{where}: must be a table of key = value, got {type(table).__name__}")
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in _flatten(table).items():
+        dotted, err = resolve_key(key, f"{where}.{key!r}" if "." in key else f"{where}.{key}")
+        if err:
+            problems.append(err)
+            continue
+        assert dotted is not None
+        if dotted == "training.seed":
+            problems.append(f"{where}.{key}: seeds are set by campaign.seeds, not per condition")
+            continue
+        if lists:
+            if not isinstance(value, list):
+                problems.append(f"{where}.\"{key}\": an axis must be a list of values, got {value!r}")
+                continue
+            if not value:
+                problems.append(f"{where}.\"{key}\": empty axis; give at least one value")
+                continue
+        if dotted in out:
+            problems.append(f"{where}: '{key}' given twice")
+        out[dotted] = value
+    return out
+
+
+# --- labels ------------------------------------------------------------------------------------
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def make_label(overrides: Mapping[str, Any], base: RetrainConfig) -> str:
+    """'maxrl+gtpo_sepa' then '~key=value' for every other override; filesystem-safe."""
+    adv = overrides.get("algorithm.advantage_mode", base.algorithm.advantage_mode)
+    tr = overrides.get("algorithm.transform_mode", base.algorithm.transform_mode)
+    parts = [f"{_fmt(adv)}+{_fmt(tr)}"]
+    parts += [f"{k}={_fmt(v)}" for k, v in overrides.items() if k not in _CORE_KEYS]
+    return _SAFE.sub("-", "~".join(parts).replace(":", "."))
+
+
+# --- expansion ---------------------------------------------------------------------------------
+
+def _combos(camp: Mapping[str, Any], problems: list[str]) -> list[dict[str, Any]] | None:
+    """Explicit conditions x grid x zips; None when none of them is given."""
+    factors: list[list[dict[str, Any]]] = []
+    given = False
+    conds = camp.get("conditions")
+    if conds is not None:
+        given = True
+        if not isinstance(conds, list) or not conds:
+            problems.append("campaign.conditions: must be a non-empty array of tables ([[campaign.conditions]])")
+        else:
+            rows = []
+            for i, c in enumerate(conds):
+                c = dict(c) if isinstance(c, dict) else c
+                label = c.pop("label", None) if isinstance(c, dict) else None
+                row = _resolve_table(c, f"campaign.conditions[{i}]", problems)
+                if label is not None:
+                    row["__label__"] = str(label)
+                rows.append(row)
+            factors.append(rows)
+    grid = camp.get("grid")
+    if grid is not None:
+        given = True
+        axes = _resolve_table(grid, "campaign.grid", problems, lists=True)
+        if not axes and not problems:
+            problems.append("campaign.grid: empty grid; give at least one axis like \"lora.rank\" = [8, 32]")
+        for key, values in axes.items():
+            factors.append([{key: v} for v in values])
+    zips = camp.get("zip")
+    if zips is not None:
+        given = True
+        if not isinstance(zips, list):
+            problems.append("campaign.zip: must be an array of tables ([[campaign.zip]])")
+            zips = []
+        for i, z in enumerate(zips):
+            axes = _resolve_table(z, f"campaign.zip[{i}]", problems, lists=True)
+            lengths = {k: len(v) for k, v in axes.items()}
+            if len(set(lengths.values())) > 1:
+                shown = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+                problems.append(f"campaign.zip[{i}]: axes vary together and need equal lengths; {shown}")
+                continue
+            if axes:
+                n = next(iter(lengths.values()))
+                factors.append([{k: v[j] for k, v in axes.items()} for j in range(n)])
+    if not given:
+        return None
+    out = []
+    for parts in itertools.product(*factors):
+        merged: dict[str, Any] = {}
+        for part in parts:
+            for k, v in part.items():
+                if k in merged and k != "__label__" and merged[k] != v:
+                    problems.append(f"campaign: key '{k}' is set by two grid parts ({merged[k]!r} and {v!r})")
+                merged[k] = v
+        out.append(merged)
+    return out
+
+
+def _matches(cond: Mapping[str, Any], pattern: Mapping[str, Any], base_flat: Mapping[str, Any]) -> bool:
+    return all(cond.get(k, base_flat.get(k)) == v for k, v in pattern.items())
+
+
+def expand_conditions(camp: Mapping[str, Any], base: RetrainConfig, base_flat: Mapping[str, Any],
+                      problems: list[str]) -> list[Condition]:
+    combos = _combos(camp, problems)
+    if combos is None:
+        combos = [dict(c) for c in DEFAULT_ABLATION]
+    for i, ex in enumerate(_as_list(camp.get("exclude"), "campaign.exclude", problems)):
+        pattern = _resolve_table(ex, f"campaign.exclude[{i}]", problems)
+        before = len(combos)
+        combos = [c for c in combos if not _matches(c, pattern, base_flat)]
+        if pattern and len(combos) == before:
+            problems.append(f"campaign.exclude[{i}]: matches no condition ({_fmt_pattern(pattern)}); check the values")
+    for i, inc in enumerate(_as_list(camp.get("include"), "campaign.include", problems)):
+        combos.append(_resolve_table(inc, f"campaign.include[{i}]", problems))
+    conditions: list[Condition] = []
+    seen: dict[str, int] = {}
+    for c in combos:
+        label = c.pop("__label__", None)
+        label = _SAFE.sub("-", label) if label else make_label(c, base)
+        if label in seen:
+            problems.append(f"campaign: duplicate condition '{label}' (conditions must differ)")
+            continue
+        seen[label] = 1
+        conditions.append(Condition(label=label, overrides=c))
+    if not conditions and not problems:
+        problems.append("campaign: every condition was excluded; nothing to run")
+    return conditions
+
+
+def _as_list(value: Any, where: str, problems: list[str]) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.append(f"{where}: must be an array of tables ([[{where}]])")
+        return []
+    return value
+
+
+def _fmt_pattern(p: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} = {v!r}" for k, v in p.items())
+
+
+def load_campaign(path: str | Path, sets: Iterable[str] = (), *, check_plugins: bool = True) -> CampaignSpec:
+    """Load, validate and expand a campaign file; every problem is reported at once."""
+    raw = read_toml(path)
+    raw = apply_dotted(raw, parse_sets(sets))
+    return campaign_from_raw(raw, source=str(path), default_name=Path(path).stem, check_plugins=check_plugins)
+
+
+def campaign_from_raw(raw: Mapping[str, Any], *, source: str, default_name: str,
+                      check_plugins: bool = True) -> CampaignSpec:
+    camp = raw.get("campaign", {})
+    if not isinstance(camp, dict):
+        raise ConfigError(["campaign: must be a table ([campaign])"], source=source)
+    base_raw = dict(raw)
+    base_raw["campaign"] = {k: v for k, v in camp.items() if k not in CAMPAIGN_STRUCTURE_KEYS}
+    base, explicit = build_config(base_raw, source=source, strict_sections=False, check_plugins=check_plugins)
+    problems: list[str] = []
+    from retrain.config.render import flat_dict
+
+    base_flat = flat_dict(base, for_run=False)
+    conditions = expand_conditions(camp, base, base_flat, problems)
+    runs: list[RunSpec] = []
+    used_sections: set[str] = set()
+    if not problems:
+        for cond in conditions:
+            cond_raw = apply_dotted(base_raw, cond.overrides)
+            try:
+                cfg, _ = build_config(cond_raw, strict_sections=False, check_plugins=check_plugins,
+                                      prefix=f"condition '{cond.label}': ")
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+            used_sections |= {s for s in TRANSFORM_SECTIONS if s in cfg.algorithm.transform_mode}
+            for seed in base.campaign.seeds:
+                run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
+                name = f"{cond.label}_s{seed}"
+                runs.append(RunSpec(name=name, condition=cond.label, seed=seed,
+                                    overrides=dict(cond.overrides), run_dir=f"runs/{name}",
+                                    config=run_cfg, config_hash=config_hash(run_cfg)))
+    for section in TRANSFORM_SECTIONS:
+        keys = sorted(k for k in explicit if k.startswith(section + "."))
+        if keys and not problems and section not in used_sections:
+            problems.append(f"{keys[0]}: [{section}] settings are given but no condition uses a {section} transform")
+    if not base.campaign.seeds:
+        problems.append("campaign.seeds: give at least one seed, e.g. seeds = [42, 101]")
+    elif len(set(base.campaign.seeds)) != len(base.campaign.seeds):
+        problems.append(f"campaign.seeds: duplicate seeds in {list(base.campaign.seeds)}")
+    if problems:
+        raise ConfigError(problems, source=source)
+    name = base.campaign.name or default_name
+    return CampaignSpec(name=name, source=source, base=base, conditions=tuple(conditions), runs=tuple(runs))
+
+
+def conditions_table(spec: CampaignSpec) -> Sequence[tuple[str, str]]:
+    return [(c.label, _fmt_pattern(c.overrides)) for c in spec.conditions]

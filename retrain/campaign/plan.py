@@ -1,0 +1,77 @@
+"""The plan: every run of a campaign with its resolved config, plus a spec hash.
+
+`plan.json` is written when a campaign starts; a resumed campaign compares its new plan with the
+stored one (`diff_plans`) and refuses to continue on a changed spec unless forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from retrain.campaign.grid import CampaignSpec, RunSpec
+from retrain.config.render import config_to_dict, flat_dict
+
+
+def spec_hash(runs: tuple[RunSpec, ...] | list[RunSpec]) -> str:
+    """Hash of the run names and their resolved configs: equal iff the experiments are equal."""
+    blob = json.dumps([[r.name, r.config_hash] for r in runs], separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def run_entry(run: RunSpec) -> dict[str, Any]:
+    return {
+        "name": run.name,
+        "condition": run.condition,
+        "seed": run.seed,
+        "overrides": dict(run.overrides),
+        "run_dir": run.run_dir,
+        "config_hash": run.config_hash,
+        "max_steps": run.max_steps,
+        "config": config_to_dict(run.config, for_run=True),
+    }
+
+
+def plan_dict(spec: CampaignSpec) -> dict[str, Any]:
+    return {
+        "campaign": spec.name,
+        "spec_hash": spec_hash(spec.runs),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": spec.source,
+        "num_conditions": len(spec.conditions),
+        "seeds": list(spec.base.campaign.seeds),
+        "total_steps": sum(r.max_steps for r in spec.runs),
+        "runs": [run_entry(r) for r in spec.runs],
+    }
+
+
+def diff_plans(old: dict[str, Any], new: dict[str, Any], *, limit: int = 12) -> list[str]:
+    """Human-readable differences between two plan dicts (runs added/removed, settings changed)."""
+    old_runs = {r["name"]: r for r in old.get("runs", [])}
+    new_runs = {r["name"]: r for r in new.get("runs", [])}
+    out: list[str] = []
+    added = [n for n in new_runs if n not in old_runs]
+    removed = [n for n in old_runs if n not in new_runs]
+    if added:
+        out.append(f"runs added: {', '.join(added[:limit])}" + (" …" if len(added) > limit else ""))
+    if removed:
+        out.append(f"runs removed: {', '.join(removed[:limit])}" + (" …" if len(removed) > limit else ""))
+    changed: dict[str, tuple[Any, Any]] = {}
+    for name in old_runs.keys() & new_runs.keys():
+        a = _flat(old_runs[name].get("config", {}))
+        b = _flat(new_runs[name].get("config", {}))
+        for k in sorted(a.keys() | b.keys()):
+            if a.get(k) != b.get(k):
+                changed.setdefault(k, (a.get(k), b.get(k)))
+    for k, (a, b) in list(changed.items())[:limit]:
+        out.append(f"{k}: {a!r} -> {b!r}")
+    return out
+
+
+def _flat(nested: dict[str, Any]) -> dict[str, Any]:
+    return {f"{s}.{k}": v for s, t in nested.items() if isinstance(t, dict) for k, v in t.items()}
+
+
+__all__ = ["diff_plans", "flat_dict", "plan_dict", "run_entry", "spec_hash"]

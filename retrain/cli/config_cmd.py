@@ -1,0 +1,57 @@
+"""`retrain config show|validate`: inspect a config file as retrain resolves it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from retrain.cli._common import console, handles_errors
+
+config_app = typer.Typer(help="Show or validate a config file.", no_args_is_help=True)
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: section.key=value (repeatable).")]
+
+
+def _is_campaign(path: Path) -> bool:
+    from retrain.config.load import read_toml
+
+    return isinstance(read_toml(path).get("campaign"), dict)
+
+
+@config_app.command("show")
+@handles_errors
+def show(
+    file: Annotated[Path, typer.Argument(help="A run or campaign TOML file.")],
+    set_: SetOpt = None,
+) -> None:
+    """Print the fully resolved config as TOML (defaults < file < --set)."""
+    from retrain.config import load_config, render_toml
+
+    cfg = load_config(file, set_ or [])
+    typer.echo(render_toml(cfg, header=f"# resolved from {file}"), nl=False)
+
+
+@config_app.command("validate")
+@handles_errors
+def validate(
+    file: Annotated[Path, typer.Argument(help="A run or campaign TOML file.")],
+    set_: SetOpt = None,
+) -> None:
+    """Check a file: every problem is reported with its dotted path; exit 2 when invalid."""
+    if _is_campaign(file):
+        from retrain.campaign.grid import load_campaign
+
+        spec = load_campaign(file, set_ or [])
+        console.print(f"[green]ok[/]: campaign '{spec.name}', {len(spec.conditions)} conditions, "
+                      f"{len(spec.runs)} runs")
+    else:
+        from retrain.config import load_config
+
+        cfg = load_config(file, set_ or [])
+        console.print(f"[green]ok[/]: run config, condition {cfg.condition}, {cfg.training.max_steps} steps")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")

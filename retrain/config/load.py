@@ -1,0 +1,317 @@
+"""TOML → RetrainConfig: parsing, type/range validation, cross-field rules, `--set` overrides.
+
+Precedence: dataclass defaults < TOML file < `--set section.key=value`. Every problem of a file
+is collected with its dotted path and raised once as a ConfigError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from retrain.config.schema import (
+    SECTIONS,
+    TRANSFORM_SECTIONS,
+    RetrainConfig,
+    inactive_sections,
+)
+from retrain.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; a missing file or a syntax error is a ConfigError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([f"no such file: {p} (pass the path of a .toml config)"])
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"TOML syntax error: {exc}"], source=str(p)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["not a UTF-8 text file"], source=str(p)) from None
+
+
+def suggest(name: str, options: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' or ''."""
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# --- field types -------------------------------------------------------------------------------
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _describe(inner[0]) + " (or unset)"
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def coerce(value: Any, tp: Any) -> tuple[Any, str | None]:
+    """Check `value` against the field type; returns (converted value, error or None)."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        if value is None:
+            return None, None
+        return coerce(value, inner)
+    if origin is tuple:
+        elem = typing.get_args(tp)[0]
+        if isinstance(value, str) and elem is str:
+            # "a,b,c" is accepted for string lists (wandb_tags in the original tool was comma-separated)
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            return value, f"must be {_describe(tp)}, got {_show(value)}"
+        out = []
+        for v in value:
+            cv, err = coerce(v, elem)
+            if err:
+                return value, f"must be {_describe(tp)}, got {_show(value)}"
+            out.append(cv)
+        return tuple(out), None
+    if tp is bool:
+        return (value, None) if isinstance(value, bool) else (value, f"must be true or false, got {_show(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+        if isinstance(value, float) and value.is_integer():
+            return int(value), None
+        return value, f"must be an integer, got {_show(value)}"
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value), None
+        return value, f"must be a number, got {_show(value)}"
+    if tp is str:
+        return (value, None) if isinstance(value, str) else (value, f"must be a string, got {_show(value)}")
+    raise TypeError(f"unsupported field type {tp!r}")  # a bug in schema.py, not user input
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    return repr(value) if not isinstance(value, list | tuple) else "[" + ", ".join(_show(v) for v in value) + "]"
+
+
+def check_range(value: Any, meta: Mapping[str, Any]) -> str | None:
+    """Range and choice rules from the field's metadata."""
+    if value is None:
+        return None
+    choices = meta.get("choices")
+    if choices is not None and isinstance(value, str):
+        if value not in choices and not (meta.get("open_choices") and ":" in value):
+            extra = " (or 'package.module:function')" if meta.get("open_choices") else ""
+            shown = ", ".join(c if c else '""' for c in choices)
+            return f"must be one of {shown}{extra}, got {value!r}{suggest(value, choices)}"
+    nums = value if isinstance(value, tuple) else (value,)
+    for v in nums:
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            continue
+        for key, op, word in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
+                              ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
+            bound = meta.get(key)
+            if bound is not None and not op(float(v), float(bound)):
+                b = int(bound) if float(bound).is_integer() else bound
+                return f"must be {word} {b}, got {_show(value)}"
+    return None
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+def parse_sections(raw: Mapping[str, Any], *, prefix: str = "") -> tuple[dict[str, Any], list[str], set[str]]:
+    """Validate every table and key of `raw` (campaign structure keys excluded by the caller).
+
+    Returns (section name -> dataclass instance, problems, explicit dotted keys).
+    """
+    problems: list[str] = []
+    explicit: set[str] = set()
+    built: dict[str, Any] = {}
+    raw = dict(raw)
+    # `model = "tiny"` at the top level is shorthand for [model] name = "tiny".
+    if isinstance(raw.get("model"), str):
+        raw["model"] = {"name": raw["model"]}
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            problems.append(f"{prefix}{name}: unknown table{suggest(name, SECTIONS)}; "
+                            f"tables are {', '.join(SECTIONS)}")
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"{prefix}{name}: must be a table ([{name}]), got {_show(value)}")
+    for name, cls in SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            built[name] = cls()
+            continue
+        hints = _hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in table.items():
+            path = f"{prefix}{name}.{key}"
+            if key not in fields:
+                problems.append(f"{path}: unknown key{suggest(key, fields)}; "
+                                f"[{name}] keys are {', '.join(fields)}")
+                continue
+            cv, err = coerce(value, hints[key])
+            if err is None:
+                err = check_range(cv, fields[key].metadata)
+            if err:
+                problems.append(f"{path}: {err}")
+                continue
+            kwargs[key] = cv
+            explicit.add(f"{name}.{key}")
+        if name == "squeeze" and "squeeze" in raw and "enabled" not in table:
+            kwargs["enabled"] = True  # a [squeeze] table alone turns squeeze on (seed 003)
+        built[name] = cls(**kwargs)
+    return built, problems, explicit
+
+
+def cross_field_problems(cfg: RetrainConfig, explicit: set[str], *, strict_sections: bool,
+                         prefix: str = "") -> list[str]:
+    """Rules that involve several keys. `strict_sections`: settings of an unused transform are errors."""
+    p: list[str] = []
+    t = cfg.training
+    if t.clip_eps_high is not None and t.clip_eps is None:
+        p.append(f"{prefix}training.clip_eps_high: needs training.clip_eps (the lower clip bound) to be set")
+    if cfg.eval.size > cfg.data.eval_size:
+        p.append(f"{prefix}eval.size: must be <= data.eval_size ({cfg.data.eval_size}), got {cfg.eval.size}")
+    bp = cfg.backpressure
+    if bp.min_size > bp.max_size:
+        p.append(f"{prefix}backpressure.min_size: must be <= backpressure.max_size ({bp.max_size}), got {bp.min_size}")
+    if bp.increase_margin > bp.throttle_margin:
+        p.append(f"{prefix}backpressure.increase_margin: must be <= backpressure.throttle_margin "
+                 f"({bp.throttle_margin}), got {bp.increase_margin}")
+    if cfg.algorithm.scale != "group" and "algorithm.scale" in explicit and cfg.algorithm.advantage_mode != "grpo":
+        p.append(f"{prefix}algorithm.scale: only used with advantage_mode = 'grpo', "
+                 f"got advantage_mode {cfg.algorithm.advantage_mode!r}")
+    if strict_sections:
+        for section in inactive_sections(cfg):
+            keys = sorted(k for k in explicit if k.startswith(section + "."))
+            if keys:
+                p.append(f"{prefix}{keys[0]}: [{section}] settings are only used with a {section} "
+                         f"transform, but algorithm.transform_mode = {cfg.algorithm.transform_mode!r}; "
+                         f"remove them or pick a transform_mode that contains '{section}'")
+    if cfg.squeeze.compress_to > 0 and cfg.squeeze.compress_to > cfg.lora.rank:
+        p.append(f"{prefix}squeeze.compress_to: must be <= lora.rank ({cfg.lora.rank}), got {cfg.squeeze.compress_to}")
+    return p
+
+
+def plugin_problems(cfg: RetrainConfig, *, prefix: str = "") -> list[str]:
+    """Checks that import user code or optional packages: custom advantage, data, wandb."""
+    p: list[str] = []
+    mode = cfg.algorithm.advantage_mode
+    if ":" in mode:
+        from retrain.algo.advantages import load_custom_advantage
+
+        try:
+            load_custom_advantage(mode)
+        except (ValueError, ImportError, AttributeError) as exc:
+            p.append(f"{prefix}algorithm.advantage_mode: {exc}")
+    from retrain.tasks import check_data_config
+
+    p.extend(prefix + m for m in check_data_config(cfg.data))
+    from retrain.sinks import check_logging_config
+
+    p.extend(prefix + m for m in check_logging_config(cfg.logging))
+    return p
+
+
+def canonical(cfg: RetrainConfig) -> RetrainConfig:
+    """Reset settings of unused transforms to defaults, so equal experiments have equal configs."""
+    resets = {name: SECTIONS[name]() for name in inactive_sections(cfg)}
+    return dataclasses.replace(cfg, **resets) if resets else cfg
+
+
+def build_config(raw: Mapping[str, Any], *, source: str | None = None, strict_sections: bool = True,
+                 check_plugins: bool = True, prefix: str = "") -> tuple[RetrainConfig, set[str]]:
+    """Validate a raw TOML dict into a canonical RetrainConfig; raises ConfigError with every problem."""
+    built, problems, explicit = parse_sections(raw, prefix=prefix)
+    cfg = RetrainConfig(**built)
+    problems += cross_field_problems(cfg, explicit, strict_sections=strict_sections, prefix=prefix)
+    if check_plugins and not problems:
+        problems += plugin_problems(cfg, prefix=prefix)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return canonical(cfg), explicit
+
+
+# --- overrides ---------------------------------------------------------------------------------
+
+def parse_value(text: str) -> Any:
+    """A `--set` value: TOML syntax when it parses (8, 1e-3, true, [8, 16], "x"), else the raw string."""
+    if text.strip().lower() in ("none", "null", "unset"):
+        return None
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_sets(sets: Iterable[str]) -> dict[str, Any]:
+    """['training.lr=1e-3', ...] -> {'training.lr': 0.001}; a malformed item is a ConfigError."""
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for item in sets:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or "." not in key:
+            problems.append(f"--set {item!r}: expected section.key=value, e.g. training.lr=1e-3")
+            continue
+        out[key] = parse_value(value.strip())
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def apply_dotted(raw: dict[str, Any], dotted: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-copy `raw` and set each 'section.key' (value None removes the key: back to default)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    if isinstance(out.get("model"), str):
+        out["model"] = {"name": out["model"]}
+    for key, value in dotted.items():
+        section, _, name = key.partition(".")
+        table = out.setdefault(section, {})
+        if not isinstance(table, dict):
+            table = out[section] = {}
+        table[name] = value  # None unsets an optional field (`--set training.clip_eps=none`)
+    return out
+
+
+def load_config(path: str | Path, sets: Iterable[str] = (), *, check_plugins: bool = True) -> RetrainConfig:
+    """Load a single-run config file with `--set` overrides applied."""
+    raw = read_toml(path)
+    raw = apply_dotted(raw, parse_sets(sets))
+    raw = _strip_campaign_structure(raw)
+    cfg, _ = build_config(raw, source=str(path), check_plugins=check_plugins)
+    return cfg
+
+
+CAMPAIGN_STRUCTURE_KEYS = ("conditions", "grid", "zip", "exclude", "include")
+
+
+def _strip_campaign_structure(raw: dict[str, Any]) -> dict[str, Any]:
+    """A single run ignores the campaign's grid keys (a campaign file is also a valid base config)."""
+    camp = raw.get("campaign")
+    if isinstance(camp, dict):
+        raw = dict(raw)
+        raw["campaign"] = {k: v for k, v in camp.items() if k not in CAMPAIGN_STRUCTURE_KEYS}
+    return raw

@@ -1,0 +1,120 @@
+"""Loading, overrides, cross-field rules and the TOML round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from retrain.campaign.grid import load_campaign
+from retrain.cli.app import app
+from retrain.config import load_config, render_toml
+from retrain.config.load import build_config, parse_sets, parse_value
+from retrain.config.schema import RetrainConfig
+from retrain.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_RUNS = sorted((REPO / "configs").glob("*.toml"))
+SHIPPED_CAMPAIGNS = sorted((REPO / "campaigns").glob("*.toml"))
+runner = CliRunner()
+
+
+def test_defaults_are_valid() -> None:
+    cfg, explicit = build_config({})
+    assert cfg == RetrainConfig()
+    assert explicit == set()
+
+
+@pytest.mark.parametrize("text,value", [
+    ("8", 8), ("1e-3", 1e-3), ("true", True), ("[8, 16]", [8, 16]), ("grpo", "grpo"),
+    ('"quoted"', "quoted"), ("none", None), ("pkg.mod:fn", "pkg.mod:fn"),
+])
+def test_set_values_parse_by_toml_rules(text: str, value: object) -> None:
+    assert parse_value(text) == value
+
+
+def test_set_overrides_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[training]\nmax_steps = 3\nclip_eps = 0.2\n")
+    cfg = load_config(f, ["training.max_steps=7", "optimizer.lr=5e-4", "lora.target_modules=[\"q_proj\"]",
+                          "training.clip_eps=none"])
+    assert cfg.training.max_steps == 7
+    assert cfg.optimizer.lr == 5e-4
+    assert cfg.lora.target_modules == ("q_proj",)
+    assert cfg.training.clip_eps is None
+
+
+def test_set_wrong_type_names_key(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("")
+    with pytest.raises(ConfigError, match=r"training.max_steps: must be an integer, got 'lots'"):
+        load_config(f, ["training.max_steps=lots"])
+
+
+def test_malformed_set_item() -> None:
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        parse_sets(["max_steps"])
+
+
+def test_float_field_accepts_int_and_int_rejects_bool() -> None:
+    cfg, _ = build_config({"optimizer": {"lr": 1}})
+    assert cfg.optimizer.lr == 1.0 and isinstance(cfg.optimizer.lr, float)
+    with pytest.raises(ConfigError, match="training.max_steps: must be an integer, got true"):
+        build_config({"training": {"max_steps": True}})
+
+
+def test_top_level_model_shorthand() -> None:
+    cfg, _ = build_config({"model": "tiny"})
+    assert cfg.model.name == "tiny"
+
+
+def test_squeeze_table_alone_enables_it() -> None:
+    assert build_config({"squeeze": {}})[0].squeeze.enabled
+    assert not build_config({})[0].squeeze.enabled
+    assert not build_config({"squeeze": {"enabled": False}})[0].squeeze.enabled
+
+
+def test_inactive_transform_sections_are_canonical() -> None:
+    # In a campaign base, [sepa] may be set while this condition does not use sepa: the run's
+    # config resets it, so two runs that differ only in unused settings are the same run.
+    cfg, _ = build_config({"sepa": {"steps": 99}}, strict_sections=False)
+    assert cfg.sepa.steps != 99
+    cfg2, _ = build_config({"sepa": {"steps": 99}, "algorithm": {"transform_mode": "gtpo_sepa"}})
+    assert cfg2.sepa.steps == 99
+
+
+@pytest.mark.parametrize("path", SHIPPED_RUNS, ids=[p.name for p in SHIPPED_RUNS])
+def test_shipped_run_config_round_trips(path: Path, tmp_path: Path) -> None:
+    cfg = load_config(path)
+    again = tmp_path / "again.toml"
+    again.write_text(render_toml(cfg))
+    assert load_config(again) == cfg
+
+
+@pytest.mark.parametrize("path", SHIPPED_CAMPAIGNS, ids=[p.name for p in SHIPPED_CAMPAIGNS])
+def test_shipped_campaign_runs_round_trip(path: Path, tmp_path: Path) -> None:
+    spec = load_campaign(path)
+    assert spec.runs
+    for run in spec.runs:
+        f = tmp_path / f"{run.config_hash}.toml"
+        f.write_text(render_toml(run.config))
+        assert load_config(f) == run.config
+        # the run dir's config.toml (campaign tables left out) reproduces the run too
+        f.write_text(render_toml(run.config, for_run=True))
+        loaded = load_config(f)
+        assert (loaded.training, loaded.algorithm, loaded.lora) == (run.config.training, run.config.algorithm, run.config.lora)
+
+
+def test_config_show_prints_resolved_toml() -> None:
+    result = runner.invoke(app, ["config", "show", str(REPO / "configs" / "single.toml"), "--set", "lora.rank=4"])
+    assert result.exit_code == 0, result.output
+    assert "[lora]\nrank = 4" in result.stdout
+    assert "[sepa]" in result.stdout  # single.toml uses gtpo_sepa
+    assert "[hicra]" not in result.stdout  # unused transform tables are not rendered
+
+
+def test_config_validate_ok() -> None:
+    result = runner.invoke(app, ["config", "validate", str(REPO / "campaigns" / "demo.toml")])
+    assert result.exit_code == 0, result.output
+    assert "10 runs" in result.stdout
