@@ -34,12 +34,14 @@ def _root(
 
 def _register() -> None:
     # One line per command group; each module defines `register(app)`.
-    from retrain.cli import campaign_cmd, config_cmd, data_cmd, squeeze_cmd
+    from retrain.cli import analyze_cmd, campaign_cmd, config_cmd, data_cmd, run_cmd, squeeze_cmd
 
+    run_cmd.register(app)
     campaign_cmd.register(app)
     config_cmd.register(app)
     data_cmd.register(app)
     squeeze_cmd.register(app)
+    analyze_cmd.register(app)
 
 
 _register()

@@ -1,0 +1,109 @@
+"""Everything a run needs before its first step: task, model (tiny preset built and cached, or a
+local HF model), LoRA, optimizer, schedulers, and — on resume — the restored checkpoint.
+
+The step loop (`loop.py`) receives one `RunContext` and never looks at files or devices itself.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrain.config.schema import RetrainConfig
+from retrain.errors import ResumeError
+from retrain.tasks import build_task
+from retrain.tasks.base import Task
+from retrain.trainer.state import TrainerState
+
+TINY_PRESETS = ("tiny", "small")
+
+
+@dataclass
+class RunContext:
+    cfg: RetrainConfig
+    run_dir: Path
+    task: Task
+    model: Any  # peft.PeftModel
+    tokenizer: Any
+    device: Any
+    optimizer: Any
+    scheduler: Any
+    state: TrainerState
+    params: dict[str, int]
+    model_path: str
+
+
+def resolve_model_path(cfg: RetrainConfig, task: Task, *, progress: bool = True) -> str:
+    """A preset name becomes its cached, warmed-up model dir (built on first use)."""
+    name = cfg.model.name
+    if name not in TINY_PRESETS:
+        return name
+    from retrain.backend.local.tiny import ensure_tiny_model
+
+    def pairs_fn(cursor: int, n: int) -> list[tuple[str, str]]:
+        return [(p.prompt, p.answer) for p in task.train_problems(cursor, n)]
+
+    eval_pairs = [(p.prompt, p.answer) for p in task.eval_problems(min(200, cfg.data.eval_size))]
+    task_key = {"task": cfg.data.task, "data": _data_key(cfg)}
+    path = ensure_tiny_model(
+        name, pairs_fn=pairs_fn, task_key=task_key, steps=cfg.model.warmup_steps,
+        lr=cfg.model.warmup_lr, batch_size=cfg.model.warmup_batch_size, seed=cfg.model.warmup_seed,
+        eval_pairs=eval_pairs, progress=progress,
+    )
+    return str(path)
+
+
+def _data_key(cfg: RetrainConfig) -> dict[str, Any]:
+    """The [data] settings that change what the warm-up sees (the training seed does not)."""
+    from retrain.config.render import config_to_dict
+
+    return config_to_dict(cfg)["data"]
+
+
+def warmup_task(cfg: RetrainConfig) -> Task:
+    """The stream the tiny model is warmed up on: the configured task under the warm-up seed."""
+    return build_task(cfg.data, cfg.model.warmup_seed)
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_context(cfg: RetrainConfig, run_dir: Path, *, resume: bool, progress: bool = True) -> RunContext:
+    import torch
+
+    from retrain.backend.local.checkpoint import latest_checkpoint, load_checkpoint
+    from retrain.backend.local.lora import apply_lora
+    from retrain.backend.local.model import count_parameters, load_model_and_tokenizer
+    from retrain.backend.local.optim import build_optimizer
+
+    if cfg.backend.threads > 0:
+        torch.set_num_threads(cfg.backend.threads)
+    task = build_task(cfg.data, cfg.training.seed)
+    model_path = resolve_model_path(cfg, warmup_task(cfg), progress=progress)
+    seed_everything(cfg.training.seed)  # LoRA init and dropout draw from torch's global RNG
+    base, tokenizer, device = load_model_and_tokenizer(
+        model_path, dtype=cfg.model.dtype, device=cfg.model.device,
+        local_files_only=cfg.model.local_files_only, trust_remote_code=cfg.model.trust_remote_code,
+    )
+    model = apply_lora(base, cfg.lora)
+    params = count_parameters(model)
+    optimizer, scheduler = build_optimizer(model, cfg.optimizer, max_steps=cfg.training.max_steps)
+    state = TrainerState()
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise ResumeError(f"{run_dir}: no checkpoint to resume from (checkpoints/ is empty); "
+                              "start it fresh with `retrain run CONFIG --out DIR`")
+        state = TrainerState.from_dict(load_checkpoint(ckpt, model, optimizer, scheduler))
+    return RunContext(cfg=cfg, run_dir=run_dir, task=task, model=model, tokenizer=tokenizer,
+                      device=device, optimizer=optimizer, scheduler=scheduler, state=state,
+                      params=params, model_path=model_path)

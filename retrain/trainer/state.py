@@ -1,0 +1,53 @@
+"""Trainer state: everything besides weights and optimizer that a resumed run needs to continue
+exactly where it stopped. Saved as `trainer_state.json` in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainerState:
+    step: int = 0  # last completed optimizer step
+    data_cursor: int = 0  # index of the next training problem
+    correct_total: int = 0  # running counts for running_correct_rate
+    completions_total: int = 0
+    skipped_groups_total: int = 0  # groups with no learning signal (all rewards equal)
+    sepa: dict[str, Any] = field(default_factory=dict)
+    backpressure: dict[str, Any] = field(default_factory=dict)
+    bp_size: int = 0  # current back-pressure size (0 = back-pressure off)
+    loss_at_start: float | None = None  # first step's loss, for "loss change since start"
+    loss_at_checkpoint: float | None = None  # loss at the previous checkpoint
+    wall_time_s: float = 0.0  # training wall time summed over invocations
+    best_eval_accuracy: float | None = None
+    best_eval_step: int | None = None
+    initial_eval: dict[str, float] | None = None
+    last_eval: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainerState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class StopFlag:
+    """Set by a signal handler or a campaign; the loop checks it between steps and stages."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str = "interrupted") -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
