@@ -13,13 +13,16 @@ import torch
 from retrain.config.schema import OptimizerConfig
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
-    """AdamW over parameters with requires_grad (the LoRA adapter)."""
+def build_optimizer(
+    model: torch.nn.Module, cfg: OptimizerConfig, *, max_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over parameters with requires_grad (the LoRA adapter) and its LR schedule."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters (was LoRA applied?)")
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps,
-                             weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                  eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    return optimizer, build_scheduler(optimizer, cfg, max_steps)
 
 
 def lr_factor(step: int, cfg: OptimizerConfig, max_steps: int) -> float:
