@@ -21,7 +21,8 @@ class Problem:
 
     prompt: str  # what the model sees, e.g. "12+34="
     answer: str  # reference answer; for countdown one valid expression (used for warm-up)
-    meta: Mapping[str, Any] = field(default_factory=dict)  # task-specific, e.g. numbers/target
+    # task-specific, e.g. numbers/target; left out of the hash so problems can go in sets
+    meta: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @runtime_checkable

@@ -53,10 +53,6 @@ class SplitStreams:
             self._eval_keys = frozenset(keys)
         return self._eval
 
-    def is_held_out(self, key: Hashable) -> bool:
-        self._held_out()
-        return key in self._eval_keys
-
     def eval_problems(self, n: int) -> list[Problem]:
         check_range(0, n)
         return self._held_out()[:n]
