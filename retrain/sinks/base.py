@@ -175,7 +175,8 @@ def build_sinks(
     if logging_cfg.wandb_project:
         from retrain.sinks.wandb_sink import WandbSink
 
-        sinks.append(WandbSink(logging_cfg, run_id=wandb_run_id))
+        sinks.append(WandbSink(logging_cfg, run_id=wandb_run_id,
+                               quiet=console_mode in ("silent", "none")))
     if console_mode != "none":
         sinks.append(ConsoleSink(console_mode, log_every=logging_cfg.log_every,
                                  sample_completions=logging_cfg.sample_completions))
