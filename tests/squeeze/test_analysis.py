@@ -98,3 +98,13 @@ def test_ranks_above_source_are_dropped_and_source_added(planted: Path) -> None:
     assert analyze_adapter(planted, ranks=[2, 64]).ranks == [2, 4]
     with pytest.raises(SqueezeError, match="ranks must be >= 1"):
         analyze_adapter(planted, ranks=[0, 2])
+
+
+@pytest.mark.parametrize(("out", "inp"), [(3, 40), (30, 2)])
+def test_factor_wider_than_layer(out: int, inp: int) -> None:
+    # rank 6 on a layer with out or in < 6: at most min(out, in) singular values
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((6, inp)), rng.standard_normal((out, 6))
+    full = np.linalg.svd(b @ a, compute_uv=False)
+    np.testing.assert_allclose(lora_svd(a, b, vectors=False).s, full, rtol=1e-10)
+    np.testing.assert_allclose(lora_svd(a, b).s, full, rtol=1e-10)
