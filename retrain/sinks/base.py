@@ -10,9 +10,9 @@ Call order the loop follows (each method is optional work for a sink, never requ
     start(info)
     log_eval(0, ...)                       # initial eval, fresh runs only
     for step in start_step+1 .. max_steps:
-        log_generations(step, records)     # every record of the step; sinks filter
         log_eval(step, ...)                # only on steps that evaluated, before log_step
         log_step(metrics)                  # metrics["step"] == step
+        log_generations(step, records)     # every record of the step; sinks filter
         log_checkpoint(step, path)         # after log_step, on checkpoint steps
     finish(summary)                        # also on failure / Ctrl+C
 
