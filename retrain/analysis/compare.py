@@ -1,0 +1,227 @@
+"""`retrain analyze compare`: one row per condition, aggregated over seeds, tested against a
+baseline. Also what the campaign runner calls for its end-of-campaign summary.md.
+
+Data flow: run dirs → `loading.collect_runs` → per-run curve summaries (`stats.run_stats`) →
+mean and interval over seeds → paired test vs the baseline → flat rows → `formats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Group
+from rich.text import Text
+
+from retrain.analysis import stats
+from retrain.analysis.formats import (
+    OutputFormat,
+    csv_text,
+    fmt_interval,
+    fmt_number,
+    json_text,
+    markdown_table,
+    rich_table,
+)
+from retrain.analysis.loading import AnalysisError, RunData, as_number, check_metric, collect_runs
+
+DEFAULT_BASELINE = "grpo+none"
+STATS = (*stats.RUN_STATS, "eval_accuracy")
+CI_METHODS = ("t", "bootstrap")
+TESTS = ("t", "wilcoxon")
+
+
+def final_eval_accuracy(run: RunData) -> float | None:
+    """summary.json final_eval.accuracy, else the last eval_accuracy logged in metrics.jsonl."""
+    final = (run.summary or {}).get("final_eval")
+    if isinstance(final, dict) and as_number(final.get("accuracy")) is not None:
+        return as_number(final.get("accuracy"))
+    return run.latest("eval_accuracy")
+
+
+def default_threshold(runs: Sequence[RunData], metric: str) -> float | None:
+    """0.5 for rate-like metrics (every value in [0, 1]); otherwise no threshold."""
+    values = [v for r in runs for v in r.series(metric)[1]]
+    return 0.5 if values and all(0.0 <= v <= 1.0 for v in values) else None
+
+
+def comparison_rows(
+    campaign_dir: Path,
+    *,
+    metric: str = "correct_rate",
+    last_n: int = 10,
+    baseline: str | None = None,
+    stat: str = "last_n",
+    ci: str = "t",
+    test: str = "t",
+    threshold: float | None = None,
+    level: float = 0.95,
+) -> list[dict[str, object]]:
+    """One flat row per condition (plan order) of every run under `campaign_dir`; see
+    `compare_runs` for the keys."""
+    return compare_runs(collect_runs(Path(campaign_dir)), metric=metric, last_n=last_n,
+                        baseline=baseline, stat=stat, ci=ci, test=test, threshold=threshold,
+                        level=level)
+
+
+def compare_runs(
+    runs: Sequence[RunData],
+    *,
+    metric: str = "correct_rate",
+    last_n: int = 10,
+    baseline: str | None = None,
+    stat: str = "last_n",
+    ci: str = "t",
+    test: str = "t",
+    threshold: float | None = None,
+    level: float = 0.95,
+) -> list[dict[str, object]]:
+    """Rows with, per statistic s in STATS: `s_mean`, `s_low`, `s_high` (interval over seeds);
+    and against the baseline on statistic `stat`: `diff`, `p_value`, `test`, `n_pairs`, `verdict`.
+    """
+    _check_options(runs, metric=metric, last_n=last_n, stat=stat, ci=ci, test=test, level=level)
+    higher = stats.higher_is_better(metric)
+    if threshold is None:
+        threshold = default_threshold(runs, metric)
+    conditions = list(dict.fromkeys(r.condition for r in runs))
+    base = baseline or (DEFAULT_BASELINE if DEFAULT_BASELINE in conditions else conditions[0])
+    if base not in conditions:
+        raise AnalysisError(f"unknown baseline '{base}'; conditions: {', '.join(conditions)}")
+    per_run: dict[str, dict[str, dict[str, float | None]]] = {}
+    for run in runs:
+        steps, values = run.series(metric)
+        if not values and final_eval_accuracy(run) is None:
+            continue  # pending: nothing logged yet
+        summary = stats.run_stats(steps, values, last_n=last_n, threshold=threshold, higher=higher)
+        summary["eval_accuracy"] = final_eval_accuracy(run)
+        per_run.setdefault(run.condition, {})[run.name] = summary
+    by_name = {r.name: r for r in runs}
+    rows = []
+    for cond in conditions:
+        cond_runs = [r for r in runs if r.condition == cond]
+        row = _condition_row(cond, cond_runs, per_run.get(cond, {}), metric=metric, ci=ci,
+                             level=level, last_n=last_n, threshold=threshold)
+        row.update(_baseline_columns(cond, base, per_run, by_name, runs, metric=metric,
+                                     stat=stat, test=test, higher=higher))
+        rows.append(row)
+    return rows
+
+
+def _check_options(runs: Sequence[RunData], *, metric: str, last_n: int, stat: str, ci: str,
+                   test: str, level: float) -> None:
+    check_metric(list(runs), metric)
+    if last_n < 1:
+        raise AnalysisError(f"--last must be >= 1, got {last_n}")
+    if stat not in STATS:
+        raise AnalysisError(f"unknown statistic '{stat}'; choose one of: {', '.join(STATS)}")
+    if ci not in CI_METHODS:
+        raise AnalysisError(f"unknown interval method '{ci}'; choose one of: {', '.join(CI_METHODS)}")
+    if test not in TESTS:
+        raise AnalysisError(f"unknown test '{test}'; choose one of: {', '.join(TESTS)}")
+    if not 0.0 < level < 1.0:
+        raise AnalysisError(f"confidence level must be in (0, 1), got {level}")
+
+
+def _condition_row(cond: str, cond_runs: list[RunData], summaries: dict[str, dict[str, float | None]],
+                   *, metric: str, ci: str, level: float, last_n: int,
+                   threshold: float | None) -> dict[str, object]:
+    seeds = [r.seed for r in cond_runs if r.name in summaries]
+    row: dict[str, object] = {
+        "condition": cond, "metric": metric, "n": len(summaries), "seeds": seeds,
+        "runs_total": len(cond_runs), "runs_done": sum(r.status == "done" for r in cond_runs),
+        "ci": ci, "level": level, "last_n": last_n, "threshold": threshold,
+    }
+    for name in STATS:
+        values = [s[name] for s in summaries.values() if s[name] is not None]
+        interval = stats.mean_interval([float(v) for v in values], method=ci, level=level)
+        row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = (
+            interval.mean, interval.low, interval.high)
+    reached = [s["steps_to_threshold"] for s in summaries.values()]
+    row["threshold_reached"] = sum(v is not None for v in reached)
+    return row
+
+
+def _seed_map(summaries: dict[str, dict[str, float | None]], by_name: dict[str, RunData],
+              stat: str) -> dict[int, float]:
+    """{seed: value of `stat`}; runs sharing a seed are averaged, seedless runs never pair."""
+    groups: dict[int, list[float]] = {}
+    for i, (name, summary) in enumerate(summaries.items()):
+        value = summary.get(stat)
+        if value is None:
+            continue
+        seed = by_name[name].seed
+        groups.setdefault(seed if seed is not None else -1 - i, []).append(value)
+    return {s: sum(v) / len(v) for s, v in groups.items()}
+
+
+def _baseline_columns(cond: str, base: str, per_run: dict[str, dict[str, dict[str, float | None]]],
+                      by_name: dict[str, RunData], runs: Sequence[RunData], *, metric: str,
+                      stat: str, test: str, higher: bool) -> dict[str, object]:
+    out: dict[str, object] = {"baseline": base, "stat": stat}
+    if cond == base:
+        return {**out, "diff": None, "p_value": None, "test": None, "n_pairs": None,
+                "verdict": "baseline"}
+    result = stats.compare_to_baseline(_seed_map(per_run.get(cond, {}), by_name, stat),
+                                       _seed_map(per_run.get(base, {}), by_name, stat), test=test)
+    label = "eval_accuracy" if stat == "eval_accuracy" else f"{metric} ({stat})"
+    if stat == "eval_accuracy":
+        higher = True
+    elif stat == "steps_to_threshold":
+        higher = False  # reaching the threshold in fewer steps is better
+    text = stats.verdict(cond, base, result, metric=label, higher=higher)
+    unfinished = sum(r.status != "done" for r in runs if r.condition in (cond, base))
+    if unfinished:
+        text += f"; partial: {unfinished} run(s) of these two conditions not done"
+    return {**out, "diff": result.diff, "p_value": result.p_value, "test": result.name,
+            "n_pairs": result.n, "verdict": text}
+
+
+def _display(rows: Sequence[dict[str, object]]) -> tuple[list[str], list[list[str]]]:
+    """Condensed cells for humans: one `mean [low, high]` per statistic."""
+    first = rows[0] if rows else {}
+    thr = first.get("threshold")
+    stat = first.get("stat")
+    columns = ["condition", "n", "final", "best", f"last-{first.get('last_n')}", "AUC",
+               f"steps→{fmt_number(thr)}" if thr is not None else "steps→thr", "eval acc",
+               f"Δ {stat}", "p", "test", "verdict"]
+    cells = []
+    for row in rows:
+
+        def iv(name: str, row: dict[str, object] = row) -> str:
+            return fmt_interval(*(_num(row.get(f"{name}_{k}")) for k in ("mean", "low", "high")))
+
+        steps = iv("steps_to_threshold")
+        if thr is not None:
+            steps += f" ({row['threshold_reached']}/{row['n']})"
+        done = f"{row['n']}" + (f" ({row['runs_done']}/{row['runs_total']} done)"
+                                if row["runs_done"] != row["runs_total"] else "")
+        cells.append([str(row["condition"]), done, iv("final"), iv("best"), iv("last_n"), iv("auc"),
+                      steps, iv("eval_accuracy"), fmt_number(row.get("diff")),
+                      fmt_number(row.get("p_value"), 3), fmt_number(row.get("test")),
+                      str(row.get("verdict"))])
+    return columns, cells
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def render_comparison(rows: Sequence[dict[str, object]], fmt: OutputFormat | str) -> str | Group:
+    """A Rich table plus verdict lines (fmt "table"), or the text of the md / csv / json form."""
+    fmt = OutputFormat(fmt)
+    if fmt is OutputFormat.csv:
+        return csv_text(rows)
+    if fmt is OutputFormat.json:
+        return json_text(list(rows))
+    columns, cells = _display(rows)
+    if fmt is OutputFormat.md:
+        return markdown_table(columns, cells)
+    first = rows[0] if rows else {}
+    level = _num(first.get("level")) or 0.95
+    caption = (f"{first.get('metric')}: mean over seeds, {level:.0%} "
+               f"{'bootstrap' if first.get('ci') == 'bootstrap' else 't'} interval; "
+               f"Δ and p vs {first.get('baseline')}")
+    # Verdicts are sentences; they read better under the table than squeezed into a column.
+    table = rich_table(columns[:-2], [c[:-2] for c in cells], title="comparison", caption=caption)
+    verdicts = [Text.assemble((f"{c[0]}: ", "bold"), c[-1]) for c in cells if c[-1] != "baseline"]
+    return Group(table, *verdicts)

@@ -1,0 +1,194 @@
+"""Pure statistics behind `retrain analyze compare`: per-run curve summaries, intervals over
+seeds, paired tests against a baseline, and the plain-language verdict.
+
+Functional core: plain lists in, plain dataclasses out; no files. scipy is imported inside the
+functions that need it so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Metrics where a smaller value is the better one; every other metric is "higher is better".
+LOWER_IS_BETTER = frozenset({"loss", "reported_loss", "step_time_s", "max_token_hit_rate"})
+RUN_STATS = ("final", "best", "last_n", "auc", "steps_to_threshold")
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean over seeds with a two-sided interval; low/high are None when n < 2."""
+
+    n: int
+    mean: float | None
+    low: float | None
+    high: float | None
+    std: float | None
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """A comparison of one condition against the baseline over seeds."""
+
+    name: str  # "paired t", "Wilcoxon signed-rank", "Welch t (unpaired)" or "none"
+    n: int  # pairs (paired tests) or the smaller group size (Welch)
+    diff: float | None  # mean difference, condition minus baseline
+    p_value: float | None
+    note: str = ""
+
+
+def run_stats(
+    steps: list[int], values: list[float], *, last_n: int, threshold: float | None, higher: bool
+) -> dict[str, float | None]:
+    """Summaries of one run's curve.
+
+    final: last value; best: max (min when lower is better); last_n: mean of the last `last_n`
+    values; auc: trapezoidal area under the curve divided by the step span, i.e. the curve's
+    average height (so runs of different length compare); steps_to_threshold: first step whose
+    value reaches `threshold` (None if never reached or no threshold).
+    """
+    if not values:
+        return dict.fromkeys(RUN_STATS)
+    arr = np.asarray(values, dtype=float)
+    xs = np.asarray(steps, dtype=float)
+    span = float(xs[-1] - xs[0])
+    area = float(np.sum(np.diff(xs) * (arr[1:] + arr[:-1]) / 2.0))
+    auc = area / span if span > 0 else float(arr[0])
+    reached: float | None = None
+    if threshold is not None:
+        hits = np.nonzero(arr >= threshold if higher else arr <= threshold)[0]
+        reached = float(steps[hits[0]]) if hits.size else None
+    return {
+        "final": float(arr[-1]),
+        "best": float(arr.max() if higher else arr.min()),
+        "last_n": float(arr[-max(1, last_n):].mean()),
+        "auc": auc,
+        "steps_to_threshold": reached,
+    }
+
+
+def mean_interval(
+    values: list[float], *, method: str = "t", level: float = 0.95, n_boot: int = 10_000, seed: int = 0
+) -> Interval:
+    """Mean over seeds and its `level` interval: Student t (default) or percentile bootstrap.
+
+    t: mean ± t_{(1+level)/2, n-1} · s/√n with s the sample standard deviation (ddof=1).
+    bootstrap: percentiles of the means of `n_boot` resamples with replacement (fixed `seed`,
+    so the table is reproducible); with few seeds it is narrower than t and over-confident.
+    """
+    clean = [v for v in values if v is not None and math.isfinite(v)]
+    n = len(clean)
+    if n == 0:
+        return Interval(0, None, None, None, None)
+    arr = np.asarray(clean, dtype=float)
+    mean = float(arr.mean())
+    if n < 2:
+        return Interval(1, mean, None, None, None)
+    std = float(arr.std(ddof=1))
+    if method == "bootstrap":
+        rng = np.random.default_rng(seed)
+        means = arr[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+        alpha = (1.0 - level) / 2.0
+        low, high = np.quantile(means, [alpha, 1.0 - alpha])
+        return Interval(n, mean, float(low), float(high), std)
+    if method != "t":
+        raise ValueError(f"unknown interval method {method!r}")
+    from scipy import stats
+
+    half = float(stats.t.ppf((1.0 + level) / 2.0, n - 1)) * std / math.sqrt(n)
+    return Interval(n, mean, mean - half, mean + half, std)
+
+
+def compare_to_baseline(
+    cond: dict[int, float], base: dict[int, float], *, test: str = "t"
+) -> TestResult:
+    """Test `cond` against `base`, each a {seed: value} map.
+
+    Seeds present in both give pairs; with at least two pairs the test is paired (`test`="t":
+    paired t on the differences; "wilcoxon": Wilcoxon signed-rank, exact for small n). Without
+    two pairs it falls back to Welch's unpaired t over all values, and says so.
+    """
+    common = sorted(set(cond) & set(base))
+    if len(common) >= 2:
+        diffs = np.asarray([cond[s] - base[s] for s in common], dtype=float)
+        diff = float(diffs.mean())
+        if np.all(diffs == diffs[0]):
+            # Zero variance: t is undefined and every Wilcoxon rank ties; report no p-value.
+            return TestResult(_test_name(test), len(common), diff, None,
+                              "identical difference on every seed; test undefined")
+        from scipy import stats
+
+        if test == "wilcoxon":
+            p = float(stats.wilcoxon(diffs).pvalue)
+        elif test == "t":
+            p = float(stats.ttest_rel([cond[s] for s in common], [base[s] for s in common]).pvalue)
+        else:
+            raise ValueError(f"unknown test {test!r}")
+        return TestResult(_test_name(test), len(common), diff, p)
+    a = [v for v in cond.values() if math.isfinite(v)]
+    b = [v for v in base.values() if math.isfinite(v)]
+    if not a or not b:
+        return TestResult("none", 0, None, None, "no values to compare")
+    diff = float(np.mean(a) - np.mean(b))
+    if len(a) < 2 or len(b) < 2:
+        return TestResult("none", min(len(a), len(b)), diff, None, "need at least 2 seeds per side")
+    from scipy import stats
+
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    note = "seeds do not match; unpaired test"
+    return TestResult("Welch t (unpaired)", min(len(a), len(b)), diff, p if math.isfinite(p) else None, note)
+
+
+def _test_name(test: str) -> str:
+    return {"t": "paired t", "wilcoxon": "Wilcoxon signed-rank"}.get(test, test)
+
+
+def verdict(
+    condition: str, baseline: str, result: TestResult, *, metric: str, higher: bool, alpha: float = 0.05
+) -> str:
+    """One sentence a reader can act on, with the caveat that few seeds deserve."""
+    if result.diff is None:
+        return f"no comparison with {baseline}: {result.note}"
+    better = (result.diff > 0) == higher and result.diff != 0
+    direction = "better than" if better else "worse than"
+    size = f"{result.diff:+.4g} {metric}"
+    if result.p_value is None:
+        text = f"{size} vs {baseline}; {result.note or 'no test possible'}"
+    elif result.p_value < alpha:
+        text = f"{direction} {baseline} ({size}, {result.name} p={result.p_value:.3g}, n={result.n})"
+    else:
+        text = (f"no clear difference from {baseline} ({size}, {result.name} "
+                f"p={result.p_value:.3g}, n={result.n})")
+    return text + _caveat(result)
+
+
+def _caveat(result: TestResult) -> str:
+    if result.n < 2:
+        return "; a single seed cannot separate the effect from seed noise"
+    if result.name.startswith("Wilcoxon") and result.n < 6:
+        # The smallest two-sided exact p-value is 2/2^n, which is >= 0.0625 for n <= 5.
+        return f"; caveat: with {result.n} pairs Wilcoxon cannot reach p<0.05, use more seeds"
+    if result.n < 5:
+        return f"; caveat: only {result.n} seeds, treat as a hint and add seeds before concluding"
+    return ""
+
+
+def ema(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average with the start-up bias removed (as TensorBoard's smoothing).
+
+    s_t = w·s_{t-1} + (1-w)·x_t, s_0 = 0, reported as s_t / (1 - w^t); weight 0 returns `values`.
+    """
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    out: list[float] = []
+    acc = 0.0
+    for t, x in enumerate(values, start=1):
+        acc = weight * acc + (1.0 - weight) * x
+        out.append(acc / (1.0 - weight**t))
+    return out

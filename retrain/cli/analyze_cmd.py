@@ -1,0 +1,180 @@
+"""`retrain analyze compare|plot|export|diff` and `retrain status`: thin shells over
+`retrain.analysis`, which reads run dirs only (no torch, no trainer).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from retrain.cli._common import console, handles_errors
+
+PathArg = Annotated[Path, typer.Argument(help="A campaign dir, a run dir, or a directory tree holding them.")]
+
+
+class Fmt(StrEnum):
+    table = "table"
+    md = "md"
+    csv = "csv"
+    json = "json"
+
+
+class Stat(StrEnum):
+    last_n = "last_n"
+    final = "final"
+    best = "best"
+    auc = "auc"
+    steps_to_threshold = "steps_to_threshold"
+    eval_accuracy = "eval_accuracy"
+
+
+class CiMethod(StrEnum):
+    t = "t"
+    bootstrap = "bootstrap"
+
+
+class TestKind(StrEnum):
+    t = "t"
+    wilcoxon = "wilcoxon"
+
+
+class Style(StrEnum):
+    paper = "paper"
+    dark = "dark"
+
+
+class PlotFormat(StrEnum):
+    png = "png"
+    svg = "svg"
+
+
+class Band(StrEnum):
+    minmax = "minmax"
+    ci = "ci"
+
+
+analyze_app = typer.Typer(
+    help="Compare conditions across seeds, plot curves, export and diff runs (reads run dirs only).",
+    no_args_is_help=True,
+)
+
+
+def _emit(result: object, out: Path | None) -> None:
+    """Print a Rich renderable or text; text goes to `out` instead when given."""
+    if isinstance(result, str):
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(result, encoding="utf-8")
+            console.print(f"wrote {out}", highlight=False)
+        else:
+            typer.echo(result, nl=False)
+        return
+    if out is not None:
+        from retrain.analysis import AnalysisError
+
+        raise AnalysisError("--out needs --format md, csv or json (a table is for the terminal)")
+    console.print(result)
+
+
+@analyze_app.command("compare")
+@handles_errors
+def compare(
+    path: PathArg,
+    metric: Annotated[str, typer.Option(help="metrics.jsonl key to compare.")] = "correct_rate",
+    baseline: Annotated[str | None, typer.Option(help="Condition to test against (default grpo+none if present, else the first).")] = None,
+    last: Annotated[int, typer.Option("--last", help="N for the mean over each run's last N logged steps.")] = 10,
+    stat: Annotated[Stat, typer.Option(help="Per-run statistic that the baseline test uses.")] = Stat.last_n,
+    ci: Annotated[CiMethod, typer.Option(help="Interval over seeds: t (Student t) or bootstrap (percentile).")] = CiMethod.t,
+    test: Annotated[TestKind, typer.Option(help="Paired test over matching seeds: t (paired t) or wilcoxon (signed-rank).")] = TestKind.t,
+    threshold: Annotated[float | None, typer.Option(help="Value for 'steps to threshold' (default 0.5 for metrics in [0, 1]).")] = None,
+    level: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format.")] = Fmt.table,
+    out: Annotated[Path | None, typer.Option(help="Write md/csv/json to this file instead of stdout.")] = None,
+) -> None:
+    """Per condition across seeds: final, best, last-N mean, AUC, steps to threshold, eval accuracy,
+    each mean with a 95% interval; and against the baseline a paired test with a verdict."""
+    from retrain.analysis.compare import comparison_rows, render_comparison
+
+    rows = comparison_rows(path, metric=metric, last_n=last, baseline=baseline, stat=stat.value,
+                           ci=ci.value, test=test.value, threshold=threshold, level=level)
+    _emit(render_comparison(rows, fmt.value), out)
+
+
+@analyze_app.command("plot")
+@handles_errors
+def plot(
+    path: PathArg,
+    more_metrics: Annotated[list[str] | None, typer.Argument(metavar="[METRICS]...", help="More metrics, so that '--metrics a b' works.")] = None,
+    metrics: Annotated[list[str] | None, typer.Option("--metrics", "-m", help="Metrics to plot, one panel each (also comma-separated).")] = None,
+    smooth: Annotated[float, typer.Option(help="EMA smoothing weight in [0, 1); 0 plots raw values.")] = 0.0,
+    style: Annotated[Style, typer.Option(help="paper: light, colour-blind safe (Okabe-Ito); dark: dark background.")] = Style.paper,
+    band: Annotated[Band, typer.Option(help="Band around each mean: min-max over seeds or t-interval.")] = Band.minmax,
+    fmt: Annotated[PlotFormat | None, typer.Option("--format", "-f", help="png or svg (default: from --out, else png).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output file (default DIR/analysis/<metrics>.<format>).")] = None,
+    dpi: Annotated[int, typer.Option(help="Dots per inch; each panel is 5 x 3.5 inches.")] = 150,
+) -> None:
+    """One panel per metric, one line per condition (mean over seeds) with a band."""
+    from retrain.analysis.loading import collect_runs
+    from retrain.analysis.plots import plot_metrics, save_figure
+
+    names = [m for item in [*(metrics or []), *(more_metrics or [])] for m in item.split(",") if m]
+    names = names or ["correct_rate", "mean_reward"]
+    suffix = out.suffix.lstrip(".").lower() if out is not None else ""
+    kind = fmt.value if fmt is not None else (suffix if suffix in ("png", "svg") else "png")
+    runs = collect_runs(path)
+    fig = plot_metrics(runs, names, smooth=smooth, style=style.value, band=band.value, dpi=dpi)
+    base = path if path.is_dir() else path.parent
+    target = out if out is not None else base / "analysis" / f"{'-'.join(names)}.{kind}"
+    save_figure(fig, target, kind)
+    console.print(f"wrote {target}", highlight=False)
+
+
+@analyze_app.command("export")
+@handles_errors
+def export(
+    path: PathArg,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format.")] = Fmt.csv,
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """A flat table of every run: identity, status, summary.json (flattened) and latest metrics."""
+    from retrain.analysis.export import export_records, render_records
+
+    _emit(render_records(export_records(path), fmt.value, title="runs"), out)
+
+
+@analyze_app.command("diff")
+@handles_errors
+def diff(
+    run_a: Annotated[Path, typer.Argument(help="First run dir (A).")],
+    run_b: Annotated[Path, typer.Argument(help="Second run dir (B).")],
+    last: Annotated[int, typer.Option("--last", help="N for the last-N means.")] = 10,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format.")] = Fmt.table,
+    out: Annotated[Path | None, typer.Option(help="Write md/csv/json to this file instead of stdout.")] = None,
+) -> None:
+    """Config keys that differ between two runs, and metric deltas (B - A)."""
+    from retrain.analysis.export import diff_runs, render_diff
+
+    _emit(render_diff(diff_runs(run_a, run_b, last_n=last), fmt.value), out)
+
+
+@handles_errors
+def status(
+    path: Annotated[Path, typer.Argument(help="Where to look for campaigns and runs.")] = Path("."),
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw until Ctrl+C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between redraws with --watch.")] = 5.0,
+) -> None:
+    """Every campaign and run under PATH: status, progress, latest metrics, age and ETA."""
+    from retrain.analysis.status import status_renderable, watch_status
+
+    if watch:
+        watch_status(path, interval=interval, console=console)
+    else:
+        console.print(status_renderable(path))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(analyze_app, name="analyze")
+    app.command("status")(status)
