@@ -28,6 +28,9 @@ Deviations from the textbook recipe:
   and a size sitting on its rounded target is never throttled.
 - The first decision after warm-up moves straight to the target (action ``settle``) without
   waiting for hysteresis; afterwards a move needs ``hysteresis`` consecutive agreeing decisions.
+- Drift: points of sizes no longer visited go stale. When the throughput of the size being held
+  is off its level (as measured once held) by more than 15% for ``hysteresis`` steps in a row,
+  the window and fit are dropped and the warm-up runs again from the current size.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ __all__ = [
 _UP_DROP = 0.10
 # Warm-up stops shrinking once throughput falls below this fraction of the best (linear region).
 _DOWN_FLOOR = 0.5
+# Holding one size, `hysteresis` consecutive steps whose throughput is off by more than this from
+# the level measured once the size had been held `hysteresis` steps mean the curve moved: the
+# warm-up runs again. Consecutive raw steps, not the EMA, so one slow step never triggers it.
+_DRIFT = 0.15
 _STATE_VERSION = 1
 
 
@@ -196,6 +203,11 @@ class BackpressureController:
         self._pending: str | None = None
         self._pending_count = 0
         self._last: BpDecision | None = None
+        self._warmup_start = 0  # step count when the current warm-up began
+        self._hold_size = 0  # size of the current run of identical sizes, its length and level
+        self._hold_n = 0
+        self._hold_ref: float | None = None
+        self._drift_n = 0  # consecutive held steps off the reference level
 
     @classmethod
     def from_config(cls, cfg: BackpressureConfig, initial_size: int) -> BackpressureController:
@@ -235,6 +247,9 @@ class BackpressureController:
         throughput = float(tokens) / float(seconds)
         self._steps += 1
         self._record(size, throughput)
+        if self._phase == "done" and self._drifted(size, throughput):
+            self._restart_warmup()
+            self._record(size, throughput)
         if self._phase != "done":
             decision = self._warmup_decision(size, throughput)
         else:
@@ -268,6 +283,26 @@ class BackpressureController:
             except ValueError:
                 pass  # keep the previous fit
 
+    def _drifted(self, size: int, throughput: float) -> bool:
+        """Has the throughput of the size being held moved away from its level when first held?"""
+        if size != self._hold_size:
+            self._hold_size, self._hold_n, self._hold_ref, self._drift_n = size, 0, None, 0
+        self._hold_n += 1
+        if self._hold_n == self.hysteresis:
+            self._hold_ref = self._level(size)
+        elif self._hold_ref is not None:
+            off = abs(throughput / self._hold_ref - 1.0) > _DRIFT
+            self._drift_n = self._drift_n + 1 if off else 0
+        return self._drift_n >= self.hysteresis
+
+    def _restart_warmup(self) -> None:
+        """Forget the window and the fit (measured on a curve that no longer holds); explore again."""
+        self._obs, self._ema, self._fit, self._fit_sizes = [], {}, None, []
+        self._phase, self._explored, self._best, self._cycle_idx = "up", [], 0.0, 0
+        self._pending, self._pending_count = None, 0
+        self._hold_size, self._hold_n, self._hold_ref, self._drift_n = 0, 0, None, 0
+        self._warmup_start = self._steps - 1  # the current observation is the first of the new one
+
     def _effective_count(self, size: int) -> float:
         """How many independent measurements the EMA of a size is worth: (Σw)² / Σw²."""
         d, n = self.ema_decay, self._ema[size][1]
@@ -289,10 +324,13 @@ class BackpressureController:
         if size not in self._explored:
             self._explored.append(size)
         nxt = self._next_explore(size, level, best_before)
-        if self._steps >= self.warmup_steps and (self._fit is not None or self._phase == "cycle"):
+        done = self._steps - self._warmup_start >= self.warmup_steps
+        if done and (self._fit is not None or self._phase == "cycle"):
             self._phase = "done"
             if self._fit is None:  # fewer than three sizes exist between min_size and max_size
-                return self._decision("hold", "warmup", size, size, throughput)
+                best = max(sorted(self._ema), key=self._level)
+                return self._decision("settle" if best != size else "hold", "warmup", best, size,
+                                      throughput)
             target, p_star = self._target()
             regime = self._classify(size, target, p_star)
             action = "settle" if target != size else "hold"
@@ -307,7 +345,8 @@ class BackpressureController:
             self._phase, just_turned = "down", True
         if self._phase == "down":
             lowest = min(self._explored)
-            if lowest > self.min_size and (just_turned or level >= _DOWN_FLOOR * self._best):
+            enough = len(self._explored) >= 3 and level < _DOWN_FLOOR * self._best
+            if lowest > self.min_size and (just_turned or not enough):
                 return self._clip(lowest // 2)
             self._phase = "cycle"
         ladder = sorted(self._explored)
@@ -396,6 +435,8 @@ class BackpressureController:
             "pending": self._pending,
             "pending_count": self._pending_count,
             "last": asdict(self._last) if self._last is not None else None,
+            "warmup_start": self._warmup_start,
+            "hold": [self._hold_size, self._hold_n, self._hold_ref, self._drift_n],
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -416,3 +457,7 @@ class BackpressureController:
         self._pending = d["pending"]
         self._pending_count = int(d["pending_count"])
         self._last = BpDecision(**d["last"]) if d["last"] is not None else None
+        self._warmup_start = int(d["warmup_start"])
+        hold_size, hold_n, hold_ref, drift_n = d["hold"]
+        self._hold_size, self._hold_n, self._drift_n = int(hold_size), int(hold_n), int(drift_n)
+        self._hold_ref = float(hold_ref) if hold_ref is not None else None
