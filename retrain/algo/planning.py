@@ -36,21 +36,30 @@ def _gram_body(gram: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def gram_pattern(grams: tuple[str, ...]) -> re.Pattern[str] | None:
+def gram_pattern(grams: tuple[str, ...], *, lowered: bool = False) -> re.Pattern[str] | None:
     """The compiled matcher of one gram set (cached per tuple): matches a gram at a position.
 
+    Case-insensitive; with `lowered` the pattern is for text already passed through
+    `str.lower()` (lowercase grams, no IGNORECASE flag), which `re` scans about twice as fast.
     None when there are no (non-blank) grams. Longer grams are tried first so that the longest
     gram starting at a position wins.
     """
-    bodies = sorted({_gram_body(g) for g in grams if g.strip()}, key=lambda b: (-len(b), b))
+    cased = [g.lower() if lowered else g for g in grams if g.strip()]
+    bodies = sorted({_gram_body(g) for g in cased}, key=lambda b: (-len(b), b))
     if not bodies:
         return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(bodies) + r")(?!\w)", re.IGNORECASE)
+    flags = 0 if lowered else re.IGNORECASE
+    return re.compile(r"(?<!\w)(?:" + "|".join(bodies) + r")(?!\w)", flags)
 
 
 def match_spans(text: str, grams: Sequence[str]) -> np.ndarray:
     """Character spans [M, 2] (start, end) of every gram occurrence, overlapping ones included."""
-    pattern = gram_pattern(tuple(grams))
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        pattern = gram_pattern(tuple(grams), lowered=True)
+        text = lowered
+    else:  # a few characters lower-case to two ("İ"): offsets would shift, match with flags
+        pattern = gram_pattern(tuple(grams))
     spans: list[tuple[int, int]] = []
     if pattern is not None:
         pos = 0
