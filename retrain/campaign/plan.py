@@ -34,12 +34,13 @@ def run_entry(run: RunSpec) -> dict[str, Any]:
     }
 
 
-def plan_dict(spec: CampaignSpec) -> dict[str, Any]:
+def plan_dict(spec: CampaignSpec, sets: list[str] | None = None) -> dict[str, Any]:
     return {
         "campaign": spec.name,
         "spec_hash": spec_hash(spec.runs),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": spec.source,
+        "sets": list(sets or []),  # --set overrides given at start; `campaign resume` reapplies them
         "num_conditions": len(spec.conditions),
         "seeds": list(spec.base.campaign.seeds),
         "total_steps": sum(r.max_steps for r in spec.runs),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from retrain.cli._common import console, handles_errors
+from retrain.cli._common import console, err_console, handles_errors
 
 campaign_app = typer.Typer(help="Plan, run, resume and watch campaigns.", no_args_is_help=True)
 
@@ -45,6 +46,112 @@ def plan(
     console.print(table)
     console.print(f"{len(spec.conditions)} conditions × {len(spec.base.campaign.seeds)} seeds = "
                   f"[bold]{len(spec.runs)} runs[/], {data['total_steps']} steps in total")
+
+
+
+LiveOpt = Annotated[bool, typer.Option("--live", help="Full-screen live table of runs.")]
+SilentOpt = Annotated[bool, typer.Option("--silent", help="Progress only, no report text.")]
+NoConsoleOpt = Annotated[bool, typer.Option("--no-console-output", help="Nothing on the console (files are still written).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Continue even though the spec changed (changed runs restart).")]
+
+
+class ExecutorChoice(StrEnum):
+    auto = "auto"
+    inprocess = "inprocess"
+    pool = "pool"
+    ray = "ray"
+
+
+@campaign_app.command("run")
+@handles_errors
+def run(
+    file: Annotated[Path, typer.Argument(help="Campaign TOML file.")],
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Campaign dir (default logs/<name>_<UTC time>); an existing one is resumed.")] = None,
+    executor: Annotated[ExecutorChoice | None, typer.Option("--executor", help="Override campaign.executor.")] = None,
+    force: ForceOpt = False,
+    live: LiveOpt = False, silent: SilentOpt = False, no_console_output: NoConsoleOpt = False,
+) -> None:
+    """Train every run of the campaign, then squeeze and compare. Exit 1 if a run failed, 130 if interrupted."""
+    from retrain.campaign.grid import load_campaign
+    from retrain.campaign.runner import default_out_dir
+
+    spec = load_campaign(file, set_ or [])
+    out_dir = out or default_out_dir(spec)
+    _execute(spec, out_dir, source_text=file.read_text(encoding="utf-8"), sets=set_ or [],
+             force=force, executor=executor.value if executor else None,
+             mode=_mode(live, silent, no_console_output))
+
+
+@campaign_app.command("resume")
+@handles_errors
+def resume(
+    campaign_dir: Annotated[Path, typer.Argument(help="A campaign directory (holds plan.json).")],
+    force: ForceOpt = False,
+    executor: Annotated[ExecutorChoice | None, typer.Option("--executor", help="Override campaign.executor.")] = None,
+    live: LiveOpt = False, silent: SilentOpt = False, no_console_output: NoConsoleOpt = False,
+) -> None:
+    """Continue a campaign: done runs are skipped, interrupted ones resume from their checkpoint,
+    failed ones are retried."""
+    from retrain.campaign.grid import campaign_from_raw
+    from retrain.config.load import apply_dotted, parse_sets, read_toml
+    from retrain.errors import ResumeError
+
+    plan_path = campaign_dir / "plan.json"
+    if not plan_path.is_file() or not (campaign_dir / "campaign.toml").is_file():
+        raise ResumeError(f"{campaign_dir}: not a campaign directory (needs plan.json and campaign.toml)")
+    sets = json.loads(plan_path.read_text()).get("sets", [])
+    raw = apply_dotted(read_toml(campaign_dir / "campaign.toml"), parse_sets(sets))
+    old_name = json.loads(plan_path.read_text()).get("campaign", campaign_dir.name)
+    spec = campaign_from_raw(raw, source=str(campaign_dir / "campaign.toml"), default_name=old_name)
+    _execute(spec, campaign_dir, source_text=(campaign_dir / "campaign.toml").read_text(encoding="utf-8"),
+             sets=sets, force=force, executor=executor.value if executor else None,
+             mode=_mode(live, silent, no_console_output))
+
+
+@campaign_app.command("status")
+@handles_errors
+def status(
+    campaign_dir: Annotated[Path, typer.Argument(help="A campaign directory.")],
+) -> None:
+    """Per-run status, step/total, latest reward and eval, ETA (works while the campaign runs)."""
+    from retrain.analysis.status import campaign_status_table
+
+    console.print(campaign_status_table(campaign_dir))
+
+
+def _mode(live: bool, silent: bool, no_console: bool) -> str:
+    from retrain.cli.run_cmd import console_mode
+
+    return console_mode(live, silent, no_console)
+
+
+def _execute(spec, out_dir: Path, *, source_text: str, sets: list[str], force: bool,  # noqa: ANN001
+             executor: str | None, mode: str) -> None:
+    from retrain.campaign.runner import CampaignRunner, build_executor, prepare
+    from retrain.trainer.signals import graceful_stop
+    from retrain.trainer.state import StopFlag
+
+    manifest, resumed = prepare(spec, out_dir, source_text=source_text, sets=sets, force=force)
+    runner = CampaignRunner(spec, out_dir, manifest, executor=build_executor(spec, executor=executor),
+                            console_mode=mode)
+    if mode != "none":
+        counts = manifest.counts()
+        what = "resuming" if resumed else "starting"
+        err_console.print(f"{what} campaign '{spec.name}' → {out_dir}: {len(spec.runs)} runs "
+                          f"({counts['done']} done already)")
+    code = 0
+    try:
+        with graceful_stop(StopFlag(), on_first=runner.request_stop):
+            code = runner.run()
+    except KeyboardInterrupt:
+        runner.executor.kill()
+        runner.stop_requested = True
+        code = runner.finish()
+    if mode != "none":
+        err_console.print(f"campaign {manifest.data['status']}: {out_dir}")
+    if code:
+        raise typer.Exit(code=code)
 
 
 def register(app: typer.Typer) -> None:

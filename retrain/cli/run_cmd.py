@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +18,7 @@ RESUME_SAFE_KEYS = ("training.max_steps", "training.save_every", "training.keep_
                     "training.micro_batch_size", "eval.every", "backend.threads", "model.device")
 
 
-class Display(str, Enum):
+class Display(StrEnum):
     progress = "progress"
     live = "live"
     silent = "silent"

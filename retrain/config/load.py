@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import sys
+try:  # stdlib on Python >= 3.11; tomli is the same parser for older interpreters
+    import tomllib
+except ImportError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -17,16 +20,10 @@ from typing import Any
 
 from retrain.config.schema import (
     SECTIONS,
-    TRANSFORM_SECTIONS,
     RetrainConfig,
     inactive_sections,
 )
 from retrain.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -161,7 +161,7 @@ class DataConfig:
     path: str = _f("", "file task: a .jsonl or .parquet file (or a directory with train/test files)")
     prompt_field: str = _f("prompt", "file task: field holding the prompt")
     answer_field: str = _f("answer", "file task: field holding the answer")
-    match: str = _f("exact", "file task: answer matching", choices=("exact", "numeric", "boxed"))
+    match: str = _f("exact", "file task: answer matching", choices=("exact", "numeric", "boxed", "countdown"))
     reward: str = _f("", "custom reward 'package.module:function(prompt, completion, answer) -> float'; empty = the task's own")
     eval_size: int = _f(100, "held-out problems, disjoint from training prompts", ge=1)
 

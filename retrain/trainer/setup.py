@@ -48,7 +48,9 @@ def resolve_model_path(cfg: RetrainConfig, task: Task, *, progress: bool = True)
         return [(p.prompt, p.answer) for p in task.train_problems(cursor, n)]
 
     eval_pairs = [(p.prompt, p.answer) for p in task.eval_problems(min(200, cfg.data.eval_size))]
-    task_key = {"task": cfg.data.task, "data": _data_key(cfg)}
+    # "split" names the held-out scheme: bump it when eval problems change, so the warm-up never
+    # trains on what RL evaluates on.
+    task_key = {"task": cfg.data.task, "data": _data_key(cfg), "split": "fixed-eval-v1"}
     path = ensure_tiny_model(
         name, pairs_fn=pairs_fn, task_key=task_key, steps=cfg.model.warmup_steps,
         lr=cfg.model.warmup_lr, batch_size=cfg.model.warmup_batch_size, seed=cfg.model.warmup_seed,

@@ -5,8 +5,10 @@ exactly where it stopped. Saved as `trainer_state.json` in every checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -38,11 +40,18 @@ class TrainerState:
 
 
 class StopFlag:
-    """Set by a signal handler or a campaign; the loop checks it between steps and stages."""
+    """Asks a run to stop after its current step (checkpoint, status interrupted).
 
-    def __init__(self) -> None:
+    Set in-process by a signal handler, or from outside: a campaign creates `stop_file` (works
+    for pool workers and Ray tasks on shared storage), and a worker whose parent process died
+    (`parent_pid` no longer alive) stops too, so a killed campaign leaves no run behind.
+    """
+
+    def __init__(self, *, stop_file: Path | None = None, parent_pid: int | None = None) -> None:
         self._event = threading.Event()
         self.reason = ""
+        self.stop_file = stop_file
+        self.parent_pid = parent_pid
 
     def set(self, reason: str = "interrupted") -> None:
         self.reason = reason
@@ -50,4 +59,10 @@ class StopFlag:
 
     @property
     def requested(self) -> bool:
+        if self._event.is_set():
+            return True
+        if self.stop_file is not None and self.stop_file.exists():
+            self.set("campaign stop requested")
+        elif self.parent_pid is not None and os.getppid() != self.parent_pid:
+            self.set("campaign process died")
         return self._event.is_set()

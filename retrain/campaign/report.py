@@ -1,0 +1,107 @@
+"""End-of-run and end-of-campaign reports: auto-squeeze of the first finished adapter, and the
+comparison of conditions across seeds (summary.md + manifest).
+
+Both read only files on disk (adapter dir, metrics.jsonl, summary.json) through the squeeze and
+analysis packages, so a report can be re-made from a finished campaign at any time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from retrain.campaign.grid import CampaignSpec
+from retrain.io import atomic_write_text
+
+Say = Callable[[str], None]
+
+
+def run_squeeze(spec: CampaignSpec, out: Path, run_name: str, *, say: Say) -> dict[str, Any]:
+    """Analyse `run_name`'s final adapter; results go to <out>/squeeze/ and the returned dict."""
+    from retrain.errors import RetrainError
+    from retrain.squeeze.analysis import analyze_adapter
+    from retrain.squeeze.report import render_table, write_report
+
+    sq = spec.base.squeeze
+    adapter = out / "runs" / run_name / "adapter"
+    try:
+        result = analyze_adapter(adapter, ranks=sq.ranks or None, min_variance=sq.min_variance_retention,
+                                 min_layer=sq.min_layer_retention)
+    except RetrainError as exc:
+        say(f"[yellow]squeeze skipped[/]: {exc}")
+        return {"run": run_name, "error": str(exc)}
+    report_dir = out / "squeeze"
+    write_report(result, report_dir)
+    info: dict[str, Any] = {"run": run_name, **result.summary(), "report": "squeeze/squeeze.json"}
+    if sq.compress_to:
+        from retrain.squeeze.compress import compress_adapter
+
+        rank = result.recommended_rank if sq.compress_to == -1 else sq.compress_to
+        path = compress_adapter(adapter, rank, report_dir / f"adapter_r{rank}")
+        info["compressed_adapter"] = str(path.relative_to(out))
+    log = spec.base.logging
+    if log.wandb_project:
+        from retrain.squeeze.report import log_squeeze_to_wandb
+
+        try:
+            log_squeeze_to_wandb(result, project=log.wandb_project, entity=log.wandb_entity or None,
+                                 group=log.wandb_group or None, mode=log.wandb_mode or None)
+        except Exception as exc:  # noqa: BLE001 - wandb trouble must not fail the campaign
+            say(f"[yellow]squeeze wandb logging failed[/]: {exc}")
+    from retrain.cli._common import console
+
+    console.print(render_table(result))
+    say(f"squeeze: recommended rank {result.recommended_rank} of {result.source_rank} "
+        f"(>= {sq.min_variance_retention:.0%} variance retained) from {run_name}")
+    return info
+
+
+def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say | None) -> list[dict[str, Any]] | None:
+    """Per condition: final eval accuracy and mean reward over the last N steps, mean ± 95% CI
+    over seeds, vs the baseline. Printed, written to summary.md, returned for the manifest."""
+    from retrain.analysis.compare import comparison_rows, render_comparison
+    from retrain.errors import RetrainError
+
+    last_n = spec.base.campaign.compare_last_n
+    try:
+        rows = comparison_rows(out, metric="mean_reward", last_n=last_n)
+    except RetrainError as exc:
+        if say:
+            say(f"[yellow]no comparison[/]: {exc}")
+        return None
+    counts = manifest.counts()
+    failed = {n: r for n, r in manifest.runs.items() if r["status"] == "failed"}
+    lines = [
+        f"# Campaign {spec.name}",
+        "",
+        f"Spec hash `{manifest.data['spec_hash']}`; runs: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ".",
+        "",
+        f"## Comparison (mean reward over the last {last_n} steps; final eval accuracy; "
+        "mean and 95% interval over seeds)",
+        "",
+        str(render_comparison(rows, "md")).rstrip(),
+        "",
+    ]
+    sq = manifest.data.get("squeeze") or {}
+    if "squeeze/recommended_rank" in sq:
+        lines += ["## LoRA-Squeeze", "",
+                  f"Recommended rank **{sq['squeeze/recommended_rank']}** of {sq['squeeze/source_rank']} "
+                  f"({sq['squeeze/num_layers']} layers, threshold {sq['squeeze/min_variance_retention']:.0%}, "
+                  f"from run `{sq['run']}`); details in `squeeze/squeeze.json`.", ""]
+    if failed:
+        lines += ["## Failed runs", ""]
+        for name, rec in failed.items():
+            tail = (rec.get("error") or "").strip().splitlines()[-3:]
+            lines += [f"- `{name}` (attempts {rec.get('attempts', 0)}):", "", "  ```",
+                      *[f"  {t}" for t in tail], "  ```", ""]
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    if say:
+        from retrain.cli._common import console
+
+        console.print(render_comparison(rows, "table"))
+        for name, rec in failed.items():
+            last = (rec.get("error") or "").strip().splitlines()[-1:] or [""]
+            say(f"[red]failed[/] {name}: {last[0]}")
+    return rows

@@ -1,0 +1,273 @@
+"""Campaign orchestration: campaign dir, manifest, executor, retries, resume, squeeze, comparison.
+
+The campaign process is the only writer of manifest.json. Runs write only inside their own run
+dir. Interrupts: the first Ctrl+C/SIGTERM creates `<out>/STOP` (every run checkpoints after its
+current step and is marked interrupted), the second stops at once; exit code 130.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from retrain.campaign.grid import CampaignSpec
+from retrain.campaign.manifest import Manifest, now
+from retrain.campaign.plan import diff_plans, plan_dict
+from retrain.config.render import render_toml
+from retrain.errors import ResumeError
+from retrain.executors.base import STOP_FILE, RunOutcome, RunTask
+from retrain.io import atomic_write_json, atomic_write_text, iter_jsonl
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+def default_out_dir(spec: CampaignSpec) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path("logs") / f"{spec.name}_{stamp}"
+
+
+def prepare(spec: CampaignSpec, out: Path, *, source_text: str, sets: list[str], force: bool) -> tuple[Manifest, bool]:
+    """Create the campaign dir, or reopen it for resume. Returns (manifest, resumed)."""
+    plan = plan_dict(spec, sets)
+    if (out / "plan.json").exists():
+        old = json.loads((out / "plan.json").read_text())
+        if old.get("spec_hash") != plan["spec_hash"]:
+            changes = diff_plans(old, plan)
+            if not force:
+                lines = "\n".join(f"  - {c}" for c in changes) or "  - (run settings differ)"
+                raise ResumeError(f"{out}: the campaign spec changed since it started:\n{lines}\n"
+                                  "resume with the original file, or pass --force to continue "
+                                  "(changed runs restart from scratch)")
+        manifest = Manifest.load(out)
+        _reconcile(manifest, old, plan)
+        atomic_write_json(out / "plan.json", plan)
+        manifest.data["spec_hash"] = plan["spec_hash"]
+        manifest.data["status"] = "running"
+        manifest.save()
+        return manifest, True
+    if out.exists() and any(out.iterdir()):
+        raise ResumeError(f"{out} exists and is not a campaign directory (no plan.json); pick another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "campaign.toml", source_text)
+    atomic_write_json(out / "plan.json", plan)
+    return Manifest.create(out, plan), False
+
+
+def _reconcile(manifest: Manifest, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """After --force: runs whose config changed start over; new runs are added as pending."""
+    old_hash = {r["name"]: r["config_hash"] for r in old.get("runs", [])}
+    fresh: dict[str, dict[str, Any]] = {}
+    for r in new["runs"]:
+        rec = manifest.runs.get(r["name"])
+        if rec is None or old_hash.get(r["name"]) != r["config_hash"]:
+            rec = {"status": "pending", "condition": r["condition"], "seed": r["seed"],
+                   "run_dir": r["run_dir"], "attempts": 0, "started": None, "ended": None,
+                   "wall_time_s": None, "error": None, "step": 0, "max_steps": r["max_steps"],
+                   "restart": True}
+        rec["max_steps"] = r["max_steps"]
+        fresh[r["name"]] = rec
+    manifest.data["runs"] = fresh
+
+
+def build_executor(spec: CampaignSpec, *, executor: str | None = None) -> Any:
+    c = spec.base.campaign
+    kind = executor or c.executor
+    if kind == "auto":
+        kind = "inprocess" if c.max_workers == 1 else "pool"
+    if kind == "inprocess":
+        from retrain.executors.inprocess import InProcessExecutor
+
+        return InProcessExecutor()
+    if kind == "pool":
+        from retrain.executors.pool import PoolExecutor
+
+        return PoolExecutor(max_workers=c.max_workers, threads_per_worker=c.threads_per_worker,
+                            stagger_seconds=c.stagger_seconds)
+    from retrain.executors.ray_executor import RayExecutor
+
+    return RayExecutor(address=c.ray_address or None, num_cpus=c.num_cpus, num_gpus=c.num_gpus,
+                       max_in_flight=c.max_workers)
+
+
+def _task(spec: CampaignSpec, out: Path, name: str, rec: dict[str, Any]) -> RunTask:
+    run = next(r for r in spec.runs if r.name == name)
+    run_dir = (out / rec["run_dir"]).resolve()
+    has_ckpt = (run_dir / "checkpoints").is_dir() and any(
+        p.name.startswith("step_") for p in (run_dir / "checkpoints").iterdir())
+    resume = has_ckpt and not rec.pop("restart", False)
+    return RunTask(name=name, condition=run.condition, run_dir=str(run_dir),
+                   config_toml=render_toml(run.config, for_run=True), resume=resume,
+                   stop_file=str((out / STOP_FILE).resolve()))
+
+
+class CampaignRunner:
+    def __init__(self, spec: CampaignSpec, out: Path, manifest: Manifest, *, executor: Any,
+                 console_mode: str = "progress") -> None:
+        self.spec, self.out, self.manifest = spec, out, manifest
+        self.executor = executor
+        self.console_mode = console_mode
+        self.lock = threading.Lock()
+        self.display: Any = None
+        self.stop_requested = False
+
+    # --- events from the executor (called in the campaign process) -------------------------
+    def on_event(self, event: str, name: str, outcome: RunOutcome | None) -> None:
+        with self.lock:
+            rec = self.manifest.runs[name]
+            if event == "started":
+                rec["attempts"] = rec.get("attempts", 0) + 1
+                self.manifest.mark(name, "running", started=now(), ended=None, error=None)
+                return
+            assert outcome is not None
+            status = outcome.status
+            self.manifest.mark(name, status, ended=now(), wall_time_s=round(outcome.wall_time_s, 3),
+                               error=outcome.error, step=outcome.steps_done or rec.get("step", 0),
+                               final_eval=outcome.final_eval)
+        if status == "failed":
+            self._say(f"[red]run {name} failed[/]: {(outcome.error or '').splitlines()[-1] if outcome.error else ''}")
+        if status == "done":
+            self._maybe_squeeze(name)
+
+    def _say(self, text: str) -> None:
+        if self.console_mode != "none":
+            from retrain.cli._common import err_console
+
+            err_console.print(text)
+
+    # --- the main job ------------------------------------------------------------------------
+    def run(self) -> int:
+        (self.out / STOP_FILE).unlink(missing_ok=True)
+        retries = self.spec.base.campaign.max_retries
+        first_round = True
+        watcher = _ProgressWatcher(self)
+        watcher.start()
+        try:
+            while not self.stop_requested:
+                todo = self._todo(retrying=not first_round, max_retries=retries)
+                if not todo:
+                    break
+                tasks = [_task(self.spec, self.out, n, self.manifest.runs[n]) for n in todo]
+                self.manifest.save()
+                self.executor.run(tasks, self.on_event)
+                first_round = False
+        finally:
+            watcher.stop()
+        return self.finish()
+
+    def _todo(self, *, retrying: bool, max_retries: int) -> list[str]:
+        out = []
+        for name, rec in self.manifest.runs.items():
+            st = rec["status"]
+            if st in ("pending", "interrupted", "running"):
+                if not retrying:
+                    out.append(name)
+            elif st == "failed":
+                if not retrying or rec.get("attempts", 0) <= max_retries:
+                    out.append(name)
+        return out
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+        (self.out / STOP_FILE).touch()
+        self.executor.request_stop()
+
+    def finish(self) -> int:
+        (self.out / STOP_FILE).unlink(missing_ok=True)
+        counts = self.manifest.counts()
+        if counts["interrupted"] or counts["running"] or (self.stop_requested and counts["pending"]):
+            status = "interrupted"
+        elif counts["failed"]:
+            status = "failed"
+        else:
+            status = "done"
+        for _name, rec in self.manifest.runs.items():
+            if rec["status"] == "running":  # a second Ctrl+C left it mid-step
+                rec["status"] = "interrupted"
+        self.manifest.data["status"] = status
+        self._compare()
+        self.manifest.save()
+        return {"done": EXIT_OK, "failed": EXIT_FAILED}.get(status, EXIT_INTERRUPTED)
+
+    # --- squeeze and comparison ----------------------------------------------------------------
+    def _maybe_squeeze(self, name: str) -> None:
+        sq = self.spec.base.squeeze
+        if not sq.enabled or self.manifest.data.get("squeeze"):
+            return
+        from retrain.campaign.report import run_squeeze
+
+        result = run_squeeze(self.spec, self.out, name, say=self._say)
+        with self.lock:
+            self.manifest.data["squeeze"] = result
+            self.manifest.save()
+
+    def _compare(self) -> None:
+        from retrain.campaign.report import write_comparison
+
+        self.manifest.data["comparison"] = write_comparison(self.spec, self.out, self.manifest,
+                                                           say=self._say if self.console_mode != "none" else None)
+
+
+class _ProgressWatcher:
+    """Polls each running run's metrics.jsonl for its latest step (works for every executor)
+    and feeds the manifest and the console display."""
+
+    def __init__(self, runner: CampaignRunner, every: float = 1.0) -> None:
+        self.runner = runner
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="campaign-progress", daemon=True)
+        self.display: Any = None
+
+    def start(self) -> None:
+        if self.runner.console_mode != "none":
+            from retrain.sinks.console import CampaignDisplay
+
+            runs = self.runner.manifest.runs
+            self.display = CampaignDisplay(len(runs), title=self.runner.spec.name,
+                                           mode=self.runner.console_mode)
+            self.display.start()
+            for n, r in runs.items():
+                if r["status"] == "done":
+                    self.display.update(n, r["max_steps"], r["max_steps"], {}, status="done")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._poll()
+        if self.display is not None:
+            self.display.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self._poll()
+
+    def _poll(self) -> None:
+        r = self.runner
+        changed = False
+        for name, rec in list(r.manifest.runs.items()):
+            if rec["status"] not in ("running", "done", "failed", "interrupted"):
+                continue
+            last = _last_row(r.out / rec["run_dir"] / "metrics.jsonl")
+            step = int(last.get("step", 0)) if last else 0
+            if step != rec.get("step") and rec["status"] == "running":
+                with r.lock:
+                    rec["step"] = step
+                changed = True
+            if self.display is not None:
+                self.display.update(name, step, rec["max_steps"], last or {}, status=rec["status"])
+        if changed:
+            with r.lock:
+                r.manifest.save()
+
+
+def _last_row(path: Path) -> dict[str, Any] | None:
+    last = None
+    for row in iter_jsonl(path):
+        if "loss" in row or row.get("step", 0) > 0:
+            last = row
+    return last
+
