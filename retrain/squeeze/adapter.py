@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def load_tensors(adapter_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, st
     raise SqueezeError(f"{adapter_dir}: no {SAFETENSORS_NAME} or {BIN_NAME} next to {CONFIG_NAME}")
 
 
-def _torch_to_numpy(state: dict[str, object]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _torch_to_numpy(state: Mapping[str, object]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     import torch
 
     arrays: dict[str, np.ndarray] = {}

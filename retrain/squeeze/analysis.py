@@ -44,10 +44,10 @@ class CoreSVD:
 def lora_svd(a: np.ndarray, b: np.ndarray, *, vectors: bool = True) -> CoreSVD:
     """SVD of B @ A through QR of both factors and an SVD of the small core."""
     if not vectors:  # singular values only: the R factors suffice, Q is never built
-        r_b = np.linalg.qr(b, mode="r")  # [m_b, r], m_b = min(out, r)
-        r_a = np.linalg.qr(a.T, mode="r")  # [m_a, r]
-        s = np.linalg.svd(r_b @ r_a.T, compute_uv=False)
-        return CoreSVD(s, np.empty((b.shape[0], 0)), np.empty((0, a.shape[1])))
+        rb: np.ndarray = np.linalg.qr(b, mode="r")  # type: ignore[assignment]  # [m_b, r], m_b = min(out, r)
+        ra: np.ndarray = np.linalg.qr(a.T, mode="r")  # type: ignore[assignment]  # [m_a, r]
+        sv = np.linalg.svd(rb @ ra.T, compute_uv=False)
+        return CoreSVD(sv, np.empty((b.shape[0], 0)), np.empty((0, a.shape[1])))
     q_b, r_b = np.linalg.qr(b)  # [out, m_b], [m_b, r]
     q_a, r_a = np.linalg.qr(a.T)  # [in, m_a], [m_a, r]
     core = r_b @ r_a.T  # [m_b, m_a]

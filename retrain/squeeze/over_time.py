@@ -141,17 +141,18 @@ def over_time_plot_png(result: OverTimeResult) -> bytes:
     from matplotlib.figure import Figure
 
     stepped = [p for p in result.points if p.step is not None]
+    steps = [p.step for p in stepped if p.step is not None]
     fig = Figure(figsize=(7.0, 4.2), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if stepped:
-        xs = [p.step for p in stepped]
+        xs = steps
         ax.plot(xs, [p.result.mean_effective_rank for p in stepped], "o-", label="mean effective rank")
         ax.plot(xs, [p.result.max_effective_rank for p in stepped], "s--", ms=3, label="max effective rank")
         ax.step(xs, [p.result.recommended_rank for p in stepped], where="post", label="recommended rank")
     final = [p for p in result.points if p.step is None]
     if final:
-        x = max((p.step for p in stepped), default=0)  # type: ignore[type-var]
+        x = max(steps, default=0)
         ax.plot([x], [final[0].result.recommended_rank], "*", ms=12, color="C2", label="final adapter")
     ax.set_xlabel("training step")
     ax.set_ylabel("rank")

@@ -69,6 +69,7 @@ def retention_plot_png(result: SqueezeResult) -> bytes:
     """The retention curve over k = 1..source rank: mean line, min/max band, thresholds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
 
     ks = list(range(1, result.source_rank + 1))
     fig = Figure(figsize=(7.0, 4.2), dpi=110)
@@ -83,6 +84,7 @@ def retention_plot_png(result: SqueezeResult) -> bytes:
     ax.axvline(result.recommended_rank, color="C2", lw=1, label=f"recommended r={result.recommended_rank}")
     if result.source_rank > 1:
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # 1, 2, 4, … rather than 2^0, 2^1, …
     ax.set_xlim(1, max(result.source_rank, 2))
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("rank k")
@@ -130,7 +132,7 @@ def log_squeeze_to_wandb(
         project=project,
         entity=entity,
         group=group,
-        mode=mode,
+        mode=mode,  # type: ignore[arg-type]  # a Literal in wandb's stubs; wandb validates it
         name="squeeze-analysis",
         job_type="squeeze",
         tags=list(tags),
@@ -150,7 +152,8 @@ def log_squeeze_to_wandb(
                 "squeeze/min_variance": lo,
                 "squeeze/max_variance": hi,
             })
-        run.log({"squeeze/variance_table": wandb.Table(columns=TABLE_COLUMNS, data=table_rows(result))})
+        columns: list[str | int] = list(TABLE_COLUMNS)
+        run.log({"squeeze/variance_table": wandb.Table(columns=columns, data=table_rows(result))})
         for key, value in result.summary().items():
             run.summary[key] = value
     finally:

@@ -108,3 +108,32 @@ def test_factor_wider_than_layer(out: int, inp: int) -> None:
     full = np.linalg.svd(b @ a, compute_uv=False)
     np.testing.assert_allclose(lora_svd(a, b, vectors=False).s, full, rtol=1e-10)
     np.testing.assert_allclose(lora_svd(a, b).s, full, rtol=1e-10)
+
+
+def test_bf16_and_bin_adapters_match_fp32(planted: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(planted / "adapter_model.safetensors"))
+    config = (planted / "adapter_config.json").read_text()
+    want = analyze_adapter(planted)
+    for name, write in {
+        "bf16": lambda d: save_file({k: v.bfloat16() for k, v in state.items()}, str(d / "adapter_model.safetensors")),
+        "bin": lambda d: torch.save(state, str(d / "adapter_model.bin")),
+    }.items():
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_config.json").write_text(config)
+        write(d)
+        got = analyze_adapter(d)
+        tol = 2e-2 if name == "bf16" else 1e-6  # bf16 keeps ~3 significant digits
+        np.testing.assert_allclose(got.mean_retention, want.mean_retention, rtol=tol)
+
+
+def test_import_does_not_pull_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, retrain.squeeze, retrain.cli.squeeze_cmd; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

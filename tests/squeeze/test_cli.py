@@ -131,3 +131,10 @@ def test_registered_on_main_app() -> None:
 
     res = CliRunner().invoke(main_app, ["squeeze", "--help"])
     assert res.exit_code == 0 and "--compress-to" in res.output
+
+
+def test_compress_to_recommended(app: typer.Typer, planted: Path, tmp_path: Path) -> None:
+    # --min-variance 0.7 with ranks 1,2,4: mean k=2 = 0.7206 -> rank 2
+    res = run(app, str(planted), "--min-variance", "0.7", "--compress-to", "-1", "--out", str(tmp_path / "c"))
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "c" / "adapter_config.json").read_text())["r"] == 2
