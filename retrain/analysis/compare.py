@@ -87,21 +87,20 @@ def compare_runs(
     base = baseline or (DEFAULT_BASELINE if DEFAULT_BASELINE in conditions else conditions[0])
     if base not in conditions:
         raise AnalysisError(f"unknown baseline '{base}'; conditions: {', '.join(conditions)}")
-    per_run: dict[str, dict[str, dict[str, float | None]]] = {}
-    for run in runs:
+    # Keyed by position in `runs`: names repeat when a tree holds several campaigns.
+    per_run: dict[str, dict[int, dict[str, float | None]]] = {}
+    for idx, run in enumerate(runs):
         steps, values = run.series(metric)
         if not values and final_eval_accuracy(run) is None:
             continue  # pending: nothing logged yet
         summary = stats.run_stats(steps, values, last_n=last_n, threshold=threshold, higher=higher)
         summary["eval_accuracy"] = final_eval_accuracy(run)
-        per_run.setdefault(run.condition, {})[run.name] = summary
-    by_name = {r.name: r for r in runs}
+        per_run.setdefault(run.condition, {})[idx] = summary
     rows = []
     for cond in conditions:
-        cond_runs = [r for r in runs if r.condition == cond]
-        row = _condition_row(cond, cond_runs, per_run.get(cond, {}), metric=metric, ci=ci,
+        row = _condition_row(cond, runs, per_run.get(cond, {}), metric=metric, ci=ci,
                              level=level, last_n=last_n, threshold=threshold)
-        row.update(_baseline_columns(cond, base, per_run, by_name, runs, metric=metric,
+        row.update(_baseline_columns(cond, base, per_run, runs, metric=metric,
                                      stat=stat, test=test, higher=higher))
         rows.append(row)
     return rows
@@ -122,18 +121,19 @@ def _check_options(runs: Sequence[RunData], *, metric: str, last_n: int, stat: s
         raise AnalysisError(f"confidence level must be in (0, 1), got {level}")
 
 
-def _condition_row(cond: str, cond_runs: list[RunData], summaries: dict[str, dict[str, float | None]],
+def _condition_row(cond: str, runs: Sequence[RunData], summaries: dict[int, dict[str, float | None]],
                    *, metric: str, ci: str, level: float, last_n: int,
                    threshold: float | None) -> dict[str, object]:
-    seeds = [r.seed for r in cond_runs if r.name in summaries]
+    cond_runs = [r for r in runs if r.condition == cond]
+    seeds = [runs[i].seed for i in summaries]
     row: dict[str, object] = {
         "condition": cond, "metric": metric, "n": len(summaries), "seeds": seeds,
         "runs_total": len(cond_runs), "runs_done": sum(r.status == "done" for r in cond_runs),
         "ci": ci, "level": level, "last_n": last_n, "threshold": threshold,
     }
     for name in STATS:
-        values = [s[name] for s in summaries.values() if s[name] is not None]
-        interval = stats.mean_interval([float(v) for v in values], method=ci, level=level)
+        values = [v for s in summaries.values() if (v := s[name]) is not None]
+        interval = stats.mean_interval(values, method=ci, level=level)
         row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = (
             interval.mean, interval.low, interval.high)
     reached = [s["steps_to_threshold"] for s in summaries.values()]
@@ -141,28 +141,29 @@ def _condition_row(cond: str, cond_runs: list[RunData], summaries: dict[str, dic
     return row
 
 
-def _seed_map(summaries: dict[str, dict[str, float | None]], by_name: dict[str, RunData],
+def _seed_map(summaries: dict[int, dict[str, float | None]], runs: Sequence[RunData],
               stat: str) -> dict[int, float]:
     """{seed: value of `stat`}; runs sharing a seed are averaged, seedless runs never pair."""
     groups: dict[int, list[float]] = {}
-    for i, (name, summary) in enumerate(summaries.items()):
+    for idx, summary in summaries.items():
         value = summary.get(stat)
         if value is None:
             continue
-        seed = by_name[name].seed
-        groups.setdefault(seed if seed is not None else -1 - i, []).append(value)
+        seed = runs[idx].seed
+        # A run without a seed gets a key no other run (of either condition) can share.
+        groups.setdefault(seed if seed is not None else -1 - idx, []).append(value)
     return {s: sum(v) / len(v) for s, v in groups.items()}
 
 
-def _baseline_columns(cond: str, base: str, per_run: dict[str, dict[str, dict[str, float | None]]],
-                      by_name: dict[str, RunData], runs: Sequence[RunData], *, metric: str,
+def _baseline_columns(cond: str, base: str, per_run: dict[str, dict[int, dict[str, float | None]]],
+                      runs: Sequence[RunData], *, metric: str,
                       stat: str, test: str, higher: bool) -> dict[str, object]:
     out: dict[str, object] = {"baseline": base, "stat": stat}
     if cond == base:
         return {**out, "diff": None, "p_value": None, "test": None, "n_pairs": None,
                 "verdict": "baseline"}
-    result = stats.compare_to_baseline(_seed_map(per_run.get(cond, {}), by_name, stat),
-                                       _seed_map(per_run.get(base, {}), by_name, stat), test=test)
+    result = stats.compare_to_baseline(_seed_map(per_run.get(cond, {}), runs, stat),
+                                       _seed_map(per_run.get(base, {}), runs, stat), test=test)
     label = "eval_accuracy" if stat == "eval_accuracy" else f"{metric} ({stat})"
     if stat == "eval_accuracy":
         higher = True
@@ -188,7 +189,8 @@ def _display(rows: Sequence[dict[str, object]]) -> tuple[list[str], list[list[st
     for row in rows:
 
         def iv(name: str, row: dict[str, object] = row) -> str:
-            return fmt_interval(*(_num(row.get(f"{name}_{k}")) for k in ("mean", "low", "high")))
+            return fmt_interval(_num(row.get(f"{name}_mean")), _num(row.get(f"{name}_low")),
+                                _num(row.get(f"{name}_high")))
 
         steps = iv("steps_to_threshold")
         if thr is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,7 +29,7 @@ LINE_STYLES = ("-", "--", "-.", ":")
 PANEL_SIZE_IN = (5.0, 3.5)
 MAX_COLUMNS = 3
 
-STYLES: dict[str, dict[str, object]] = {
+STYLES: dict[str, Any] = {  # name → matplotlib rcParams
     "paper": {
         "figure.facecolor": "white", "axes.facecolor": "white", "savefig.facecolor": "white",
         "axes.edgecolor": "#333333", "axes.labelcolor": "#222222", "text.color": "#222222",

@@ -15,6 +15,8 @@ from scipy import stats as sps
 
 from retrain.analysis import AnalysisError, comparison_rows, render_comparison
 
+from .fakes import done_runs, write_campaign
+
 HALF_BASE = 4.302652729749464 * 0.1 / math.sqrt(3)  # t_{.975,2} * s / sqrt(n), s = 0.1
 HALF_GTPO = 4.302652729749464 * math.sqrt(0.03) / math.sqrt(3)  # s = sqrt(0.06 / 2)
 
@@ -102,6 +104,17 @@ def test_running_campaign_is_partial(running_campaign: Path) -> None:
     assert gtpo["n"] == 2 and gtpo["seeds"] == [42, 101] and gtpo["runs_total"] == 3
     assert gtpo["final_mean"] == pytest.approx((0.4 + 0.45) / 2)
     assert gtpo["n_pairs"] == 2 and "partial" in str(gtpo["verdict"])
+
+
+def test_tree_of_two_campaigns_pools_by_condition(tmp_path: Path) -> None:
+    # Same run names in both campaigns (seeds 42, 101, 202 again): 6 runs per condition, and
+    # each seed's pair is the mean of its two runs, so the paired diffs stay 0.3, 0.2, 0.4.
+    write_campaign(tmp_path / "a", done_runs(), name="a")
+    write_campaign(tmp_path / "b", done_runs(), name="b")
+    rows = _by_condition(comparison_rows(tmp_path, stat="final"))
+    gtpo = rows["maxrl+gtpo"]
+    assert gtpo["n"] == 6 and gtpo["final_mean"] == pytest.approx(0.6)
+    assert gtpo["n_pairs"] == 3 and gtpo["p_value"] == pytest.approx(0.035099, abs=1e-6)
 
 
 def test_renderings(done_campaign: Path) -> None:
