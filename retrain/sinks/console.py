@@ -158,7 +158,7 @@ class ConsoleSink(NullSink):
             self._progress = None
         if self.mode != "silent":
             for line in lines:
-                self.console.print(line, markup=False, highlight=False)
+                self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     # ---- drawing ------------------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class ConsoleSink(NullSink):
             if self.mode == "live":
                 self.recent.append(line)
             elif self.mode == "progress":
-                self.console.print(line, markup=False, highlight=False)
+                self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def _refresh(self) -> None:
         if self._live is not None:

@@ -23,14 +23,15 @@ def _num(value: Any, fmt: str) -> str:
 
 
 def _signed(value: float) -> str:
-    return f"{value:+.4f}"
+    # 4 significant digits: RL losses are often ~1e-5, where fixed decimals show only zeros
+    return f"{value:+.4g}"
 
 
 def train_line(metrics: Mapping[str, Any], max_steps: int) -> str:
     """`[train] step=… loss=… reward=… correct=… kl=… lambda=… bs=…`."""
     return (
         f"[train] step={metrics.get('step')}/{max_steps}"
-        f" loss={_num(metrics.get('loss'), '.4f')}"
+        f" loss={_num(metrics.get('loss'), '.4g')}"
         f" reward={_num(metrics.get('mean_reward'), '.3f')}"
         f" correct={_num(metrics.get('correct_rate'), '.3f')}"
         f" kl={_num(metrics.get('kl'), '.4f')}"
@@ -41,7 +42,7 @@ def train_line(metrics: Mapping[str, Any], max_steps: int) -> str:
 
 def eval_line(step: int, metrics: Mapping[str, Any]) -> str:
     parts = " ".join(
-        f"{eval_key(k)[len('eval_'):]}={_num(v, '.4f')}" for k, v in metrics.items()
+        f"{eval_key(k)[len('eval_'):]}={_num(v, '.4g')}" for k, v in metrics.items()
         if not isinstance(v, str)
     )
     label = "initial" if step == 0 else f"step={step}"
@@ -104,7 +105,7 @@ def _change(label: str, ref: tuple[int, float, float | None], loss: float,
             reward: float | None) -> str:
     ref_step, ref_loss, ref_reward = ref
     text = f"[ckpt] loss change {label} (step {ref_step}): {_signed(loss - ref_loss)}"
-    text += f" ({ref_loss:.4f} -> {loss:.4f})"
+    text += f" ({ref_loss:.4g} -> {loss:.4g})"
     if reward is not None and ref_reward is not None:
         text += f", reward {_signed(reward - ref_reward)}"
     return text
@@ -125,7 +126,11 @@ class TextReport:
     def start(self, info: RunInfo) -> None:
         self.info = info
         if info.resumed:
-            self.loss.resume_from(info.run_dir / "metrics.jsonl", info.start_step)
+            metrics_path = info.run_dir / "metrics.jsonl"
+            self.loss.resume_from(metrics_path, info.start_step)
+            for row in read_jsonl(metrics_path):  # the initial eval, for the final comparison
+                if row.get("step") == 0 and isinstance(row.get("eval_accuracy"), int | float):
+                    self.initial_acc = float(row["eval_accuracy"])
 
     def step(self, metrics: Mapping[str, Any]) -> list[str]:
         self.loss.observe(metrics)
@@ -157,7 +162,7 @@ class TextReport:
         if self.final_acc is not None:
             text = f"[{status}] eval accuracy {self.final_acc:.4f}"
             if self.initial_acc is not None:
-                text += f" (initial {self.initial_acc:.4f}, {_signed(self.final_acc - self.initial_acc)})"
+                text += f" (initial {self.initial_acc:.4f}, {self.final_acc - self.initial_acc:+.4f})"
             lines.append(text)
         return lines + self.sample_lines()
 

@@ -38,7 +38,7 @@ def test_progress_mode(run_dir: Path) -> None:
     console, buf = _console()
     _drive(ConsoleSink("progress", log_every=2, sample_completions=2, console=console), run_dir)
     out = buf.getvalue()
-    assert "[train] step=2/4 loss=0.5000" in out and "[train] step=4/4" in out
+    assert "[train] step=2/4 loss=0.5 " in out and "[train] step=4/4" in out
     assert "[train] step=1/4" not in out and "[train] step=3/4" not in out
     assert "[ckpt] loss change since start (step 1)" in out
     assert "[ckpt] loss change since last checkpoint (step 2)" in out

@@ -36,9 +36,9 @@ def test_headers_appended_per_invocation(run_dir: Path) -> None:
     train = [line for line in lines if line.startswith("[train]")]
     # log_every=2: steps 2, 4 then 6, 8 (8 is also the last step)
     assert [line.split()[1] for line in train] == ["step=2/8", "step=4/8", "step=6/8", "step=8/8"]
-    assert train[0] == ("[train] step=2/8 loss=0.5000 reward=0.200 correct=0.200 kl=- "
+    assert train[0] == ("[train] step=2/8 loss=0.5 reward=0.200 correct=0.200 kl=- "
                         "lambda=0.100 bs=4")
-    assert "[eval] initial accuracy=0.1000 mean_length=6.0000" in lines
+    assert "[eval] initial accuracy=0.1 mean_length=6" in lines
     assert sum(line.startswith("[sample] reward=") for line in lines) == 4  # 2 per invocation
 
 
@@ -52,8 +52,23 @@ def test_loss_change_at_checkpoints_survives_resume(run_dir: Path) -> None:
     _invocation(run_dir, range(5, 9), start_step=4)
     text = (run_dir / "run.log").read_text(encoding="utf-8")
     # loss = 1/step: at step 8 it is 0.125; at step 1 it was 1.0, at the checkpoint (4) 0.25
-    assert "[ckpt] loss change since start (step 1): -0.8750 (1.0000 -> 0.1250)" in text
-    assert "[ckpt] loss change since last checkpoint (step 4): -0.1250 (0.2500 -> 0.1250)" in text
+    assert "[ckpt] loss change since start (step 1): -0.875 (1 -> 0.125)" in text
+    assert "[ckpt] loss change since last checkpoint (step 4): -0.125 (0.25 -> 0.125)" in text
+
+
+def test_final_eval_compared_with_the_initial_one_after_resume(run_dir: Path) -> None:
+    from retrain.sinks.metrics import JsonlSink
+
+    jsonl = JsonlSink()
+    jsonl.start(make_info(run_dir))
+    jsonl.log_eval(0, {"eval_accuracy": 0.25, "eval_mean_length": 6.0})
+    jsonl.log_step(fake_metrics(1))
+    sink = RunLogSink()
+    sink.start(make_info(run_dir, start_step=1, max_steps=2))
+    sink.log_eval(2, {"eval_accuracy": 0.5})
+    sink.finish({"status": "done", "steps_done": 2})
+    text = (run_dir / "run.log").read_text(encoding="utf-8")
+    assert "[done] eval accuracy 0.5000 (initial 0.2500, +0.2500)" in text
 
 
 def test_tee_output_copies_stdout_and_stderr(tmp_path: Path) -> None:
