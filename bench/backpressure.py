@@ -3,13 +3,14 @@
     python bench/backpressure.py [--trials 200] [--steps 100] [--skip-real]
 
 Part 1, synthetic: loads that follow the USL exactly, with known σ, κ, times 5% Gaussian
-multiplicative noise per step. Each trial draws σ ~ U[0, 0.3], p* ~ log-U[8, 128] (κ from p*),
-x1 ~ U[500, 5000] tokens/s and an initial size from {1, 4, 16, 64}, and drives the controller
-(defaults, max_size 256) for `--steps` steps. The fit is sampled where the controller samples:
-its warm-up's geometric exploration, then its own path. Reported: how often p* is recovered
-within 10% (at the end of warm-up and at the end of the run); where the size settles against
-the true target margin·p*; direction changes of the size after warm-up; throughput at the
-settled size against the true peak.
+multiplicative noise per step. Each trial draws σ ~ U[0, σmax] (σmax 0.1, and 0.3 as a
+flat-peaked stress case), p* ~ log-U[8, 128] (κ from p*) and x1 ~ U[500, 5000] tokens/s.
+1a fits with fit_usl on a fixed design (sizes 1, 2, 4, ..., 256, each measured twice).
+1b drives the controller (defaults, max_size 256, warm-up 10 and 20 steps, initial size 1, 4,
+16, 64 in turn) for `--steps` steps; its fit is sampled where it samples: the warm-up's
+geometric exploration, then its own path. Reported: how often p* is recovered within 10%; where
+the size settles against the true target margin·p*; direction changes of the size after
+warm-up; throughput at the settled size against the true peak.
 
 Part 2, real sampler: tokens/s of retrain.backend.local.sampler.sample on the tiny preset (random
 weights, character tokenizer, CPU) over chunk sizes, then the controller driven by the same
