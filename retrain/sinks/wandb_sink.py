@@ -79,7 +79,7 @@ class WandbSink(NullSink):
             dir=str(info.run_dir),
             id=run_id_for(info.run_dir, self.explicit_id),
             resume="allow",
-            mode=mode,
+            mode=mode,  # type: ignore[arg-type]  # validated by the config schema
             reinit="create_new",  # campaigns run several in one process
             # console="off": wandb must not wrap stdout/stderr (tee_output and Rich own them)
             settings=wandb.Settings(console="off", silent=self.quiet),
