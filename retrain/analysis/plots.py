@@ -28,6 +28,7 @@ OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "
 LINE_STYLES = ("-", "--", "-.", ":")
 PANEL_SIZE_IN = (5.0, 3.5)
 MAX_COLUMNS = 3
+SPARSE_POINTS = 30  # curves with at most this many points get markers
 
 STYLES: dict[str, Any] = {  # name → matplotlib rcParams
     "paper": {
@@ -113,6 +114,7 @@ def plot_metrics(
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     conditions = list(dict.fromkeys(r.condition for r in runs))
     colours = palette(style)
@@ -132,10 +134,13 @@ def plot_metrics(
                 colour = colours[k % len(colours)]
                 seeds = sum(1 for r in cond_runs if r.series(metric)[1])
                 ax.plot(steps, mean, color=colour, linestyle=LINE_STYLES[k % 4] if style == "paper" else "-",
-                        linewidth=1.6, label=f"{cond} (n={seeds})")
+                        linewidth=1.6, label=f"{cond} (n={seeds})",
+                        # markers keep sparse curves (eval steps, a single point) visible
+                        marker="o" if steps.size <= SPARSE_POINTS else None, markersize=3)
                 ax.fill_between(steps, low, high, color=colour, alpha=0.18, linewidth=0)
             ax.set_title(metric + (f" (EMA {smooth:g})" if smooth else ""))
             ax.set_xlabel("step")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(True, linewidth=0.5)
             for side in ("top", "right"):
                 ax.spines[side].set_visible(False)
