@@ -123,6 +123,8 @@ def compute_advantages(
         metrics.update({f"{part}_{name}_{stat}": value for (part, stat), value in stats.items()})
 
     lam = float(sepa_lambda) if use_sepa else 0.0
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"sepa_lambda must be in [0, 1], got {sepa_lambda}")
     if lam > 0.0:
         h_T = sepa_pool(h_T, batch.planning_T, offsets, lam=lam, plan_idx_P=plan_idx_P)
         pooled = _split_stats(h_T, plan_idx_P)
