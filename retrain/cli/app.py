@@ -42,6 +42,9 @@ def _register() -> None:
     data_cmd.register(app)
     squeeze_cmd.register(app)
     analyze_cmd.register(app)
+    from retrain.cli import model_cmd
+
+    model_cmd.register(app)
 
 
 _register()
