@@ -38,8 +38,12 @@ def run_squeeze(spec: CampaignSpec, out: Path, run_name: str, *, say: Say) -> di
         from retrain.squeeze.compress import compress_adapter
 
         rank = result.recommended_rank if sq.compress_to == -1 else sq.compress_to
-        path = compress_adapter(adapter, rank, report_dir / f"adapter_r{rank}")
-        info["compressed_adapter"] = str(path.relative_to(out))
+        try:
+            path = compress_adapter(adapter, rank, report_dir / f"adapter_r{rank}")
+            info["compressed_adapter"] = str(path.relative_to(out))
+        except RetrainError as exc:
+            say(f"[yellow]squeeze compression skipped[/]: {exc}")
+            info["compress_error"] = str(exc)
     log = spec.base.logging
     if log.wandb_project:
         from retrain.squeeze.report import log_squeeze_to_wandb
@@ -100,8 +104,42 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say |
     if say:
         from retrain.cli._common import console
 
-        console.print(render_comparison(rows, "table"))
+        console.print(summary_table(rows, last_n=last_n))
+        verdicts = [r for r in rows if r.get("verdict") and r.get("verdict") != "baseline"]
+        for r in verdicts:
+            console.print(f"[bold]{r['condition']}[/]: {r['verdict']}", highlight=False)
         for name, rec in failed.items():
             last = (rec.get("error") or "").strip().splitlines()[-1:] or [""]
             say(f"[red]failed[/] {name}: {last[0]}")
     return rows
+
+
+def _ci(row: dict[str, Any], key: str) -> str:
+    mean, low, high = row.get(f"{key}_mean"), row.get(f"{key}_low"), row.get(f"{key}_high")
+    if not isinstance(mean, int | float):
+        return "—"
+    if isinstance(low, int | float) and isinstance(high, int | float):
+        return f"{mean:.2f}±{(high - low) / 2:.2f}"
+    return f"{mean:.2f}"
+
+
+def summary_table(rows: list[dict[str, Any]], *, last_n: int) -> Any:
+    """The end-of-campaign table: one line per condition, fits 80 columns."""
+    from rich.table import Table
+
+    base = rows[0].get("baseline") if rows else None
+    table = Table(title="conditions: mean ± 95% CI half-width over seeds", title_justify="left",
+                  caption=f"reward = mean reward over the last {last_n} steps; Δ and paired p vs {base}",
+                  caption_justify="left")
+    table.add_column("condition", no_wrap=True)
+    table.add_column("n", justify="right")
+    table.add_column("eval acc", justify="right", no_wrap=True)
+    table.add_column("reward", justify="right", no_wrap=True)
+    table.add_column("Δ reward", justify="right")
+    table.add_column("p", justify="right")
+    for r in rows:
+        diff, p = r.get("diff"), r.get("p_value")
+        table.add_row(str(r["condition"]), str(r.get("n", "")), _ci(r, "eval_accuracy"), _ci(r, "last_n"),
+                      f"{diff:+.3f}" if isinstance(diff, int | float) else "—",
+                      f"{p:.3f}" if isinstance(p, int | float) else "—")
+    return table

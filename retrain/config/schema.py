@@ -102,7 +102,7 @@ class TrainingConfig:
 @dataclass(frozen=True, kw_only=True)
 class OptimizerConfig:
     name: str = _f("adamw", "optimizer", choices=("adamw",))
-    lr: float = _f(1e-3, "peak learning rate", gt=0)
+    lr: float = _f(1e-4, "peak learning rate (LoRA RL is noisy: higher rates made the tiny model worse, see docs/getting-started.md)", gt=0)
     weight_decay: float = _f(0.0, "AdamW weight decay", ge=0)
     beta1: float = _f(0.9, "AdamW beta1", ge=0, lt=1)
     beta2: float = _f(0.999, "AdamW beta2", ge=0, lt=1)

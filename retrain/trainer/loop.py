@@ -124,8 +124,9 @@ def _one_step(ctx: Any, step: int, *, sepa: Any, bp: Any, custom_fn: Any, condit
     state.data_cursor += batch_size
     state.correct_total += m_reward["correct_count"]
     state.completions_total += m_reward["total_count"]
-    exec_var = m_adv.get("exec_surprisal_var")
-    sepa.update(step, correct_rate=m_reward["correct_rate"], exec_var=float(exec_var or 0.0))
+    exec_var = m_adv.get("exec_uncertainty_var")  # the configured uncertainty kind, before pooling
+    sepa.update(step, correct_rate=m_reward["correct_rate"],
+                exec_var=float("nan") if exec_var is None else float(exec_var))
     trained_tokens = int(m_train.get("trained_tokens", 0))
     m_bp = _bp_observe(bp, state, tokens=int(m_sample["num_generated_tokens"]) + trained_tokens,
                        seconds=step_time, size=chunk if cfg.backpressure.mode == "concurrency" else batch_size)

@@ -79,9 +79,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def quiet_libraries() -> None:
+    """transformers' weight-loading bars and deprecation notices are noise in a training log."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"peft\..*")
+
+
 def build_context(cfg: RetrainConfig, run_dir: Path, *, resume: bool, progress: bool = True) -> RunContext:
     import torch
 
+    quiet_libraries()
     from retrain.backend.local.checkpoint import latest_checkpoint, load_checkpoint
     from retrain.backend.local.lora import apply_lora
     from retrain.backend.local.model import count_parameters, load_model_and_tokenizer
