@@ -81,7 +81,7 @@ def bench_trl(model_path: str, steps: int) -> list[float]:
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data,
                           processing_class=tok, peft_config=peft_cfg, callbacks=[Clock()])
     trainer.train()
-    return [b - a for a, b in zip(stamps, stamps[1:])]
+    return np.diff(stamps).tolist()
 
 
 def bench_retrain(model_path: str, steps: int) -> tuple[list[float], dict[str, list[float]]]:
@@ -113,7 +113,6 @@ def bench_retrain(model_path: str, steps: int) -> tuple[list[float], dict[str, l
         groups = rewards.reshape(B, G)
         adv_N = ((groups - groups.mean(1, keepdims=True)) / (groups.std(1, keepdims=True) + 1e-6)).ravel()
         adv_T = np.repeat(adv_N, roll.lengths).astype(np.float32)
-        t1 = time.perf_counter()
         m = train_step(model, optimizer, scheduler, roll, adv_T, cfg_training=tr_cfg,
                        cfg_optimizer=opt_cfg, micro_batch_size=0)
         t2 = time.perf_counter()
@@ -123,7 +122,6 @@ def bench_retrain(model_path: str, steps: int) -> tuple[list[float], dict[str, l
         parts["forward_backward"].append(m["forward_backward_s"])
         parts["optimizer"].append(m["optimizer_s"])
         parts["other"].append((t2 - t0) - roll.timings["total_s"] - m["forward_backward_s"] - m["optimizer_s"])
-        del t1
     return totals, parts
 
 
