@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/retrain campaign run campaigns/demo.toml --out logs/demo
+	$(BIN)/retrain campaign run campaigns/demo.toml
 
 test: $(STAMP)
 	WANDB_MODE=offline $(BIN)/python -m pytest -q

@@ -41,6 +41,9 @@ def prepare(spec: CampaignSpec, out: Path, *, source_text: str, sets: list[str],
                 raise ResumeError(f"{out}: the campaign spec changed since it started:\n{lines}\n"
                                   "resume with the original file, or pass --force to continue "
                                   "(changed runs restart from scratch)")
+            atomic_write_text(out / "campaign.toml", source_text)  # later resumes use the new spec
+        if not (out / "manifest.json").exists():  # killed between writing plan.json and manifest.json
+            return Manifest.create(out, plan), True
         manifest = Manifest.load(out)
         _reconcile(manifest, old, plan)
         atomic_write_json(out / "plan.json", plan)
