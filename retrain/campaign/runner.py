@@ -141,8 +141,33 @@ class CampaignRunner:
             err_console.print(text)
 
     # --- the main job ------------------------------------------------------------------------
+    def prepare_models(self) -> None:
+        """Build missing tiny-model cache entries here, with progress shown, before workers start
+        (a worker would build it silently; concurrent builders would wait on the cache lock)."""
+        from retrain.config.render import config_to_dict
+        from retrain.trainer.setup import (
+            TINY_PRESETS,
+            quiet_libraries,
+            resolve_model_path,
+            warmup_task,
+        )
+
+        seen: set[str] = set()
+        for run in self.spec.runs:
+            if run.config.model.name not in TINY_PRESETS:
+                continue
+            d = config_to_dict(run.config)
+            key = json.dumps([d["model"], d["data"]], sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            quiet_libraries()
+            resolve_model_path(run.config, warmup_task(run.config), progress=self.console_mode != "none")
+
     def run(self) -> int:
         (self.out / STOP_FILE).unlink(missing_ok=True)
+        if any(r["status"] != "done" for r in self.manifest.runs.values()):
+            self.prepare_models()
         retries = self.spec.base.campaign.max_retries
         first_round = True
         watcher = _ProgressWatcher(self)
