@@ -125,17 +125,51 @@ def bench_retrain(model_path: str, steps: int) -> tuple[list[float], dict[str, l
     return totals, parts
 
 
+def bench_sampler(model_path: str, reps: int = 5) -> None:
+    """Own decode loop vs HF generate on one batch (B x G sequences, LoRA applied): tokens/s."""
+    from retrain.backend.local.lora import apply_lora
+    from retrain.backend.local.model import load_model_and_tokenizer
+    from retrain.backend.local.sampler import sample
+
+    base, tok, _ = load_model_and_tokenizer(model_path, dtype="float32", device="cpu",
+                                            local_files_only=True, trust_remote_code=False)
+    model = apply_lora(base, LoraConfig(rank=RANK, alpha=2.0 * RANK))
+    prompts = [p.prompt for p in build_task(DataConfig(), 0).train_problems(0, B)]
+    for label, temp in (("T=1.0", 1.0), ("T=3.0 (longer completions)", 3.0)):
+        own, hf = [], []
+        for rep in range(reps):
+            t0 = time.perf_counter()
+            roll = sample(model, tok, prompts, n_per_prompt=G, max_tokens=MAX_TOKENS,
+                          temperature=temp, top_p=1.0, seed=0, step=rep)
+            own.append(roll.num_generated_tokens / (time.perf_counter() - t0))
+            enc = tok(prompts, return_tensors="pt", padding=True)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                out = model.generate(**{k: v.repeat_interleave(G, 0) for k, v in enc.items()},
+                                     max_new_tokens=MAX_TOKENS, do_sample=True, temperature=temp,
+                                     top_p=1.0, pad_token_id=tok.pad_token_id)
+            new = out[:, enc["input_ids"].shape[1]:]
+            n_tok = int((new != tok.pad_token_id).sum())  # generate pads after EOS
+            hf.append(n_tok / (time.perf_counter() - t0))
+        print(f"sampler {label}: own loop {statistics.median(own):,.0f} tok/s, "
+              f"HF generate {statistics.median(hf):,.0f} tok/s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup-steps", type=int, default=600, help="supervised warm-up of the small preset")
     ap.add_argument("--skip-trl", action="store_true")
+    ap.add_argument("--sampler-only", action="store_true", help="only compare the decode loop with HF generate")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     path = _model_path(args.warmup_steps)
     print(f"model {path}; B={B} G={G} max_tokens={MAX_TOKENS} rank={RANK} steps={args.steps} "
           f"threads={args.threads}", flush=True)
+    if args.sampler_only:
+        bench_sampler(path)
+        return
     trl_med = float("nan")
     if not args.skip_trl:
         trl_steps = bench_trl(path, args.steps)
