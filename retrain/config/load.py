@@ -229,6 +229,10 @@ def plugin_problems(cfg: RetrainConfig, *, prefix: str = "") -> list[str]:
     from retrain.sinks import check_logging_config
 
     p.extend(prefix + m for m in check_logging_config(cfg.logging))
+    if cfg.campaign.executor == "ray":
+        from importlib.util import find_spec  # not `import ray`: plan and load stay fast
+        if find_spec("ray") is None:
+            p.append(f"{prefix}campaign.executor: 'ray' needs the 'ray' package: pip install 'retrain[ray]'")
     return p
 
 
