@@ -105,7 +105,7 @@ def save_checkpoint(
     final = root / f"step_{step:06d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.tmp-"))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         atomic_write_json(tmp / STATE_FILE, {
@@ -154,7 +154,7 @@ def save_final_adapter(run_dir: Path, model: PeftModel) -> Path:
     final = run_dir / "adapter"
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".adapter.tmp-"))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True)
         _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from peft import PeftModel
 from transformers import PreTrainedModel
 
 from retrain.backend.local.sampler import Rollouts, entropy_of, positions_from_mask, process_logits
@@ -51,7 +52,7 @@ def build_batch(rollouts: Rollouts, seq_indices: list[int], pad_id: int,
 
 
 def completion_logprobs(
-    model: PreTrainedModel, batch: TrainBatch, *, temperature: float, top_p: float,
+    model: PreTrainedModel | PeftModel, batch: TrainBatch, *, temperature: float, top_p: float,
     with_entropy: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Flat log-probs [n_tokens] (with grad) and entropies [n_tokens] (detached) of the completions.

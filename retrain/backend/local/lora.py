@@ -35,7 +35,8 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PeftModel:
             f"lora.target_modules: none of {list(cfg.target_modules)} exist in "
             f"{type(model).__name__}; its linear layers are named {leaves}")
     peft_cfg = PeftLoraConfig(
-        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
+        r=cfg.rank, lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # peft takes floats at runtime
+        lora_dropout=cfg.dropout, target_modules=targets,
         use_rslora=cfg.use_rslora, bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, peft_cfg)
 

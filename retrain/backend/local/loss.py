@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel
+from peft import PeftModel
 
 from retrain.backend.local.logprobs import build_batch, completion_logprobs
 from retrain.backend.local.sampler import Rollouts
@@ -113,13 +113,13 @@ def _micro_batches(n_seq: int, micro_batch_size: int) -> list[list[int]]:
     return [list(range(lo, min(lo + size, n_seq))) for lo in range(0, n_seq, size)]
 
 
-def _pad_id(model: PreTrainedModel) -> int:
+def _pad_id(model: PeftModel) -> int:
     pad = getattr(model.config, "pad_token_id", None)
     return int(pad) if pad is not None else 0
 
 
 def forward_backward(
-    model: PreTrainedModel,
+    model: PeftModel,
     rollouts: Rollouts,
     adv_T: np.ndarray,
     *,
@@ -165,7 +165,7 @@ def forward_backward(
 
 
 def train_step(
-    model: PreTrainedModel,
+    model: PeftModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     rollouts: Rollouts,

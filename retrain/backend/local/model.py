@@ -79,7 +79,7 @@ def load_model_and_tokenizer(
         raise ModelLoadError(f"model.name: cannot load {name_or_path!r}: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.{hint}") from exc
     prepare_tokenizer(tokenizer, model)
-    model.to(dev)
+    model.to(dev)  # type: ignore[arg-type]  # transformers' stub types .to's argument as a model
     model.eval()
     return model, tokenizer, dev
 

@@ -180,7 +180,7 @@ def token_char_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], text: s
         pieces = []
         prev = ""
         for k in range(len(ids)):
-            cur = tokenizer.decode(ids[: k + 1], skip_special_tokens=True)
+            cur = str(tokenizer.decode(ids[: k + 1], skip_special_tokens=True))
             pieces.append(cur[len(prev):] if cur.startswith(prev) else cur)
             prev = cur
     ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)

@@ -79,10 +79,12 @@ def build_random_model(preset: str, tokenizer: PreTrainedTokenizerBase, seed: in
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     dims = PRESETS[preset]
     cfg = LlamaConfig(
-        vocab_size=len(tokenizer), num_key_value_heads=dims["num_attention_heads"],
+        vocab_size=len(tokenizer), hidden_size=dims["hidden_size"],
+        num_hidden_layers=dims["num_hidden_layers"], num_attention_heads=dims["num_attention_heads"],
+        num_key_value_heads=dims["num_attention_heads"], intermediate_size=dims["intermediate_size"],
         max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False, **dims)  # untied learned faster and more reliably in warm-up
+        tie_word_embeddings=False)  # untied learned faster and more reliably in warm-up
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)
 
