@@ -1,0 +1,123 @@
+"""One optimizer step of the real trainer on a fresh sampled batch: the on-policy importance ratio is
+1, and a non-finite step leaves the adapter and optimizer untouched (also inside the step loop)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from retrain.backend.local.loss import train_step
+from retrain.config import load_config
+from retrain.trainer.setup import RunContext, build_context
+from retrain.trainer.stages import advantage_stage, reward_stage, sample_stage
+
+from .conftest import read_jsonl, small_sets
+
+
+def _context(base_config: Path, run_dir: Path, *sets: str) -> RunContext:
+    cfg = load_config(base_config, [*small_sets(), *sets])
+    return build_context(cfg, run_dir, resume=False, progress=False)
+
+
+def _fresh_batch(ctx: RunContext, step: int = 1) -> tuple[Any, np.ndarray]:
+    """Sample B x G completions from the current policy; GRPO advantages of their rewards."""
+    t = ctx.cfg.training
+    problems = ctx.task.train_problems(0, t.batch_size)
+    rollouts, _ = sample_stage(ctx, problems, step=step, chunk_size=None)
+    reward_N, _ = reward_stage(ctx.task, problems, rollouts.completion_text, t.group_size)
+    adv_T, _ = advantage_stage(ctx.cfg, rollouts, reward_N, sepa_lambda=0.0)
+    return rollouts, adv_T
+
+
+def _step(ctx: RunContext, rollouts: Any, adv_T: np.ndarray, micro_batch_size: int = 0) -> dict[str, float]:
+    return train_step(ctx.model, ctx.optimizer, ctx.scheduler, rollouts, adv_T,
+                      cfg_training=ctx.cfg.training, cfg_optimizer=ctx.cfg.optimizer,
+                      micro_batch_size=micro_batch_size)
+
+
+def _lora(ctx: RunContext) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in ctx.model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(("temperature", "top_p", "micro"), [
+    (1.0, 1.0, 0),  # the defaults, whole batch in one forward
+    (0.7, 0.9, 3),  # tempered nucleus sampling, ragged micro-batches (padding differs from sampling)
+])
+def test_on_policy_ratio_is_one(base_config: Path, tiny_model: Path, tmp_path: Path,
+                                temperature: float, top_p: float, micro: int) -> None:
+    ctx = _context(base_config, tmp_path, f"training.temperature={temperature}",
+                   f"training.top_p={top_p}")
+    rollouts, adv_T = _fresh_batch(ctx)
+    assert rollouts.num_generated_tokens > 0 and np.abs(adv_T).sum() > 0  # something to learn
+    before = _lora(ctx)
+    m = _step(ctx, rollouts, adv_T, micro)
+    assert m["ratio_max_dev"] < 1e-4
+    assert m["clip_frac"] == 0.0 and m["skipped"] == 0.0
+    assert math.isfinite(m["loss"]) and m["grad_norm"] > 0
+    assert m["trained_tokens"] == rollouts.num_generated_tokens
+    after = _lora(ctx)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
+def test_non_finite_step_is_skipped_and_changes_nothing(base_config: Path, tiny_model: Path,
+                                                        tmp_path: Path) -> None:
+    ctx = _context(base_config, tmp_path)
+    rollouts, adv_T = _fresh_batch(ctx)
+    bad = adv_T.copy()
+    bad[len(bad) // 2] = np.nan
+    before = _lora(ctx)
+    lr_before = ctx.scheduler.get_last_lr()
+    m = _step(ctx, rollouts, bad)
+    assert m["skipped"] == 1.0
+    assert not math.isfinite(m["loss"]) or not math.isfinite(m["grad_norm"])
+    after = _lora(ctx)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert all(p.grad is None for p in ctx.model.parameters())
+    assert ctx.optimizer.state_dict()["state"] == {}  # AdamW moments untouched (never stepped)
+    assert ctx.scheduler.get_last_lr() == lr_before  # constant schedule: same LR, one step later
+    assert ctx.scheduler.last_epoch == 1
+
+    # the same batch with finite advantages trains normally afterwards
+    m = _step(ctx, rollouts, adv_T)
+    assert m["skipped"] == 0.0
+    assert any(not torch.equal(before[n], p) for n, p in _lora(ctx).items())
+
+
+@pytest.mark.slow
+def test_loop_logs_a_skipped_step_and_keeps_the_adapter(base_config: Path, tiny_model: Path,
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through train_run: NaN advantages at step 2 → skipped_step true, checkpoint 2 == checkpoint 1,
+    and step 3 trains again."""
+    from safetensors.torch import load_file
+
+    from retrain.trainer import stages
+    from retrain.trainer.loop import train_run
+
+    real = stages.advantage_stage
+    calls = {"n": 0}
+
+    def nan_at_step_two(*args: Any, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        adv_T, m = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            adv_T = np.full_like(adv_T, np.nan)
+        return adv_T, m
+
+    monkeypatch.setattr(stages, "advantage_stage", nan_at_step_two)
+    cfg = load_config(base_config, [*small_sets(), "training.save_every=1", "training.keep_checkpoints=5"])
+    result = train_run(cfg, tmp_path / "run", console_mode="none")
+    assert result.status == "done" and result.steps_done == 3
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert [r["skipped_step"] for r in rows[1:]] == [False, True, False]
+    assert math.isfinite(rows[1]["loss"]) and math.isfinite(rows[3]["loss"])
+    ckpts = tmp_path / "run" / "checkpoints"
+    w1, w2, w3 = (load_file(ckpts / f"step_{s:06d}" / "adapter_model.safetensors") for s in (1, 2, 3))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert any(not torch.equal(w2[k], w3[k]) for k in w2)
