@@ -177,6 +177,7 @@ def _combos(camp: Mapping[str, Any], problems: list[str]) -> list[dict[str, Any]
                 row = _resolve_table(c, f"campaign.conditions[{i}]", problems)
                 if label is not None:
                     row["__label__"] = str(label)
+                    row["__label_keys__"] = tuple(k for k in row if not k.startswith("__"))
                 rows.append(row)
             factors.append(rows)
     grid = camp.get("grid")
@@ -210,7 +211,7 @@ def _combos(camp: Mapping[str, Any], problems: list[str]) -> list[dict[str, Any]
         merged: dict[str, Any] = {}
         for part in parts:
             for k, v in part.items():
-                if k in merged and k != "__label__" and merged[k] != v:
+                if k in merged and not k.startswith("__") and merged[k] != v:
                     problems.append(f"campaign: key '{k}' is set by two grid parts ({merged[k]!r} and {v!r})")
                 merged[k] = v
         out.append(merged)
@@ -238,7 +239,13 @@ def expand_conditions(camp: Mapping[str, Any], base: RetrainConfig, base_flat: M
     seen: dict[str, int] = {}
     for c in combos:
         label = c.pop("__label__", None)
-        label = _SAFE.sub("-", label) if label else make_label(c, base)
+        own = set(c.pop("__label_keys__", ()))
+        if label:
+            # a custom label names the condition's own overrides; grid/zip axes are still appended
+            extra = [f"{k}={_fmt(v)}" for k, v in c.items() if k not in own]
+            label = _SAFE.sub("-", "~".join([label, *extra]).replace(":", "."))
+        else:
+            label = make_label(c, base)
         if label in seen:
             problems.append(f"campaign: duplicate condition '{label}' (conditions must differ)")
             continue

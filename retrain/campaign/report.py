@@ -53,7 +53,7 @@ def run_squeeze(spec: CampaignSpec, out: Path, run_name: str, *, say: Say) -> di
                                  group=log.wandb_group or None, mode=log.wandb_mode or None)
         except Exception as exc:  # noqa: BLE001 - wandb trouble must not fail the campaign
             say(f"[yellow]squeeze wandb logging failed[/]: {exc}")
-    from retrain.cli._common import console
+    from retrain.ui import console
 
     console.print(render_table(result))
     say(f"squeeze: recommended rank {result.recommended_rank} of {result.source_rank} "
@@ -102,7 +102,7 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say |
                       *[f"  {t}" for t in tail], "  ```", ""]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     if say:
-        from retrain.cli._common import console
+        from retrain.ui import console
 
         console.print(summary_table(rows, last_n=last_n))
         verdicts = [r for r in rows if r.get("verdict") and r.get("verdict") != "baseline"]

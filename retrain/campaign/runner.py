@@ -136,7 +136,7 @@ class CampaignRunner:
 
     def _say(self, text: str) -> None:
         if self.console_mode != "none":
-            from retrain.cli._common import err_console
+            from retrain.ui import err_console
 
             err_console.print(text)
 

@@ -11,16 +11,15 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from retrain.errors import RetrainError
+from retrain.ui import console, err_console
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-console = Console()
-err_console = Console(stderr=True)
+__all__ = ["console", "err_console", "handles_errors"]
 
 
 def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:

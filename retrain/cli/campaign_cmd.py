@@ -35,7 +35,7 @@ def plan(
         return
     table = Table(title=f"campaign '{spec.name}' — spec {data['spec_hash']}", show_lines=False)
     table.add_column("#", justify="right", style="dim")
-    table.add_column("run")
+    table.add_column("run", overflow="fold")
     table.add_column("condition", style="cyan")
     table.add_column("seed", justify="right")
     table.add_column("steps", justify="right")
@@ -142,7 +142,7 @@ def _execute(spec, out_dir: Path, *, source_text: str, sets: list[str], force: b
                           f"({counts['done']} done already)")
     code = 0
     try:
-        with graceful_stop(StopFlag(), on_first=runner.request_stop):
+        with graceful_stop(StopFlag(), on_first=runner.request_stop, quiet=mode == "none"):
             code = runner.run()
     except KeyboardInterrupt:
         runner.executor.kill()

@@ -26,8 +26,21 @@ def show(
     file: Annotated[Path, typer.Argument(help="A run or campaign TOML file.")],
     set_: SetOpt = None,
 ) -> None:
-    """Print the fully resolved config as TOML (defaults < file < --set)."""
-    from retrain.config import load_config, render_toml
+    """Print the fully resolved config as TOML (defaults < file < --set).
+
+    For a campaign file this is the base config every condition starts from; `campaign plan
+    --json` shows each run's resolved config."""
+    from retrain.config import render_toml
+
+    if _is_campaign(file):
+        from retrain.campaign.grid import load_campaign
+
+        spec = load_campaign(file, set_ or [])
+        header = (f"# base config of campaign '{spec.name}' ({file}); per-run configs: "
+                  f"retrain campaign plan {file} --json")
+        typer.echo(render_toml(spec.base, header=header), nl=False)
+        return
+    from retrain.config import load_config
 
     cfg = load_config(file, set_ or [])
     typer.echo(render_toml(cfg, header=f"# resolved from {file}"), nl=False)

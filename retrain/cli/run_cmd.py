@@ -56,11 +56,17 @@ def register(app: typer.Typer) -> None:
                 raise ResumeError("give either CONFIG or --resume RUN_DIR, not both")
             cfg, run_dir = _resume_config(resume, set_ or [])
             is_resume = True
+            rewrite = bool(set_)
         else:
             if config is None:
                 raise ResumeError("missing CONFIG: `retrain run CONFIG` or `retrain run --resume RUN_DIR`")
             from retrain.config import load_config
+            from retrain.config.load import read_toml
 
+            if isinstance(read_toml(config).get("campaign"), dict):
+                raise ResumeError(f"{config} is a campaign file (it has a [campaign] table); run it with "
+                                  f"`retrain campaign run {config}`, or one of its runs with "
+                                  f"`retrain run <campaign>/runs/<run>/config.toml`")
             cfg = load_config(config, set_ or [])
             stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
             run_dir = out or Path("logs") / f"{cfg.condition}_s{cfg.training.seed}_{stamp}"
@@ -68,7 +74,8 @@ def register(app: typer.Typer) -> None:
                 raise ResumeError(f"{run_dir} already holds a run; continue it with "
                                   f"`retrain run --resume {run_dir}` or pick another --out")
             is_resume = False
-        _train(cfg, run_dir, resume=is_resume, mode=mode)
+            rewrite = True
+        _train(cfg, run_dir, resume=is_resume, mode=mode, write_config=rewrite)
 
 
 def _resume_config(run_dir: Path, sets: list[str]):  # -> tuple[RetrainConfig, Path]
@@ -89,21 +96,33 @@ def _resume_config(run_dir: Path, sets: list[str]):  # -> tuple[RetrainConfig, P
         raise ResumeError(f"--set {refused[0]}: changes the experiment, so it cannot change on resume; "
                           f"start a new run instead (keys that may change on resume: {allowed})")
     cfg = load_config(cfg_path, sets)
-    if sets:
-        from retrain.trainer.loop import write_run_config
-
-        write_run_config(cfg, run_dir, run_name=run_dir.name)
+    done = _checkpoint_step(run_dir)
+    if cfg.training.max_steps < done:
+        raise ResumeError(f"--set training.max_steps={cfg.training.max_steps}: the run already has "
+                          f"{done} steps; give at least {done}")
     return cfg, run_dir
 
 
-def _train(cfg, run_dir: Path, *, resume: bool, mode: str) -> None:  # noqa: ANN001
+def _checkpoint_step(run_dir: Path) -> int:
+    """Step of the newest checkpoint (read from its trainer_state.json, no torch import)."""
+    import json
+
+    steps = sorted(p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("step_"))
+    try:
+        return int(json.loads((steps[-1] / "trainer_state.json").read_text())["step"])
+    except (OSError, KeyError, ValueError, IndexError):
+        return int(steps[-1].name.removeprefix("step_")) if steps else 0
+
+
+def _train(cfg, run_dir: Path, *, resume: bool, mode: str, write_config: bool) -> None:  # noqa: ANN001
     from retrain.trainer.loop import train_run
     from retrain.trainer.signals import graceful_stop
     from retrain.trainer.state import StopFlag
 
     stop = StopFlag()
-    with graceful_stop(stop):
-        result = train_run(cfg, run_dir, resume=resume, console_mode=mode, stop=stop)
+    with graceful_stop(stop, quiet=mode == "none"):
+        result = train_run(cfg, run_dir, resume=resume, console_mode=mode, stop=stop,
+                           write_config=write_config)
     if mode != "none":
         err_console.print(f"run {result.status}: {result.steps_done} steps, {result.wall_time_s:.1f}s → {run_dir}")
     if result.status == "interrupted":

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-try:  # stdlib on Python >= 3.11; tomli is the same parser for older interpreters
-    import tomllib
-except ImportError:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef]
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -24,6 +20,11 @@ from retrain.config.schema import (
     inactive_sections,
 )
 from retrain.errors import ConfigError
+
+try:  # stdlib on Python >= 3.11; tomli is the same parser for older interpreters
+    import tomllib
+except ImportError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -83,6 +84,8 @@ def coerce(value: Any, tp: Any) -> tuple[Any, str | None]:
                 return value, f"must be {_describe(tp)}, got {_show(value)}"
             out.append(cv)
         return tuple(out), None
+    if value is None:
+        return value, "has no unset state (only optional keys accept none); give a value"
     if tp is bool:
         return (value, None) if isinstance(value, bool) else (value, f"must be true or false, got {_show(value)}")
     if tp is int:
@@ -165,8 +168,8 @@ def parse_sections(raw: Mapping[str, Any], *, prefix: str = "") -> tuple[dict[st
         for key, value in table.items():
             path = f"{prefix}{name}.{key}"
             if key not in fields:
-                problems.append(f"{path}: unknown key{suggest(key, fields)}; "
-                                f"[{name}] keys are {', '.join(fields)}")
+                hint = suggest(key, fields) or _other_table(key, name)
+                problems.append(f"{path}: unknown key{hint}; [{name}] keys are {', '.join(fields)}")
                 continue
             cv, err = coerce(value, hints[key])
             if err is None:
@@ -180,6 +183,13 @@ def parse_sections(raw: Mapping[str, Any], *, prefix: str = "") -> tuple[dict[st
             kwargs["enabled"] = True  # a [squeeze] table alone turns squeeze on (seed 003)
         built[name] = cls(**kwargs)
     return built, problems, explicit
+
+
+def _other_table(key: str, table: str) -> str:
+    """' (did you mean 'optimizer.lr'?)' when the key lives in another table."""
+    homes = [s for s, cls in SECTIONS.items() if s != table
+             and key in {f.name for f in dataclasses.fields(cls)}]
+    return f" (did you mean '{homes[0]}.{key}'?)" if len(homes) == 1 else ""
 
 
 def cross_field_problems(cfg: RetrainConfig, explicit: set[str], *, strict_sections: bool,
@@ -293,7 +303,7 @@ def apply_dotted(raw: dict[str, Any], dotted: Mapping[str, Any]) -> dict[str, An
         table = out.setdefault(section, {})
         if not isinstance(table, dict):
             table = out[section] = {}
-        table[name] = value  # None unsets an optional field (`--set training.clip_eps=none`)
+        table[name] = value  # None unsets an optional key (`--set training.clip_eps=none`)
     return out
 
 

@@ -40,8 +40,12 @@ def write_run_config(cfg: RetrainConfig, run_dir: Path, *, run_name: str) -> Non
 
 def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None = None,
               condition: str | None = None, resume: bool = False, console_mode: str = "progress",
-              stop: StopFlag | None = None) -> RunResult:
-    """Train one run into `run_dir` (fresh, or continue from its newest checkpoint)."""
+              stop: StopFlag | None = None, write_config: bool | None = None) -> RunResult:
+    """Train one run into `run_dir` (fresh, or continue from its newest checkpoint).
+
+    `write_config` (default: only when fresh) writes the resolved config.toml once the model
+    and any checkpoint have loaded, so a failed resume leaves the old config in place.
+    """
     from retrain.algo.sepa import SepaScheduler
     from retrain.sinks import RunInfo, build_sinks
     from retrain.trainer.setup import build_context
@@ -52,7 +56,7 @@ def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None =
     stop = stop or StopFlag()
     ctx = build_context(cfg, run_dir, resume=resume, progress=console_mode != "none")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if write_config if write_config is not None else not resume:
         write_run_config(cfg, run_dir, run_name=run_name)
     state = ctx.state
     sepa = SepaScheduler(schedule=cfg.sepa.schedule, steps=cfg.sepa.steps, delay_steps=cfg.sepa.delay_steps,

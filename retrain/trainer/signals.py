@@ -16,7 +16,8 @@ from retrain.trainer.state import StopFlag
 
 
 @contextmanager
-def graceful_stop(stop: StopFlag, *, on_first: Callable[[], None] | None = None) -> Iterator[StopFlag]:
+def graceful_stop(stop: StopFlag, *, on_first: Callable[[], None] | None = None,
+                  quiet: bool = False) -> Iterator[StopFlag]:
     count = 0
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -24,8 +25,9 @@ def graceful_stop(stop: StopFlag, *, on_first: Callable[[], None] | None = None)
         count += 1
         if count == 1:
             stop.set("SIGTERM" if signum == signal.SIGTERM else "SIGINT")
-            print("\nstopping after this step (checkpoint + manifest); press Ctrl+C again to stop now",
-                  file=sys.stderr, flush=True)
+            if not quiet:
+                print("\nstopping after this step (checkpoint + manifest); press Ctrl+C again to "
+                      "stop now", file=sys.stderr, flush=True)
             if on_first is not None:
                 on_first()
             return

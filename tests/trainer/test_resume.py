@@ -161,11 +161,6 @@ def test_resume_with_more_steps_continues(uninterrupted: Path, cli: Callable[...
     assert (run_dir / "checkpoints" / "step_000008").is_dir()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: retrain/cli/run_cmd.py _resume_config accepts --set training.max_steps below the steps "
-    "already done: the run's config.toml is rewritten to max_steps=2 while the run holds 6 steps "
-    "(summary steps_done 6 > max_steps 2, progress '6/2'), so the resolved config no longer "
-    "reproduces the run"))
 def test_resume_refuses_fewer_steps_than_already_done(uninterrupted: Path, cli: Callable[..., Result],
                                                       tmp_path: Path) -> None:
     run_dir = tmp_path / "shorter"
