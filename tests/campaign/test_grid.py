@@ -126,3 +126,9 @@ def test_help_and_plan_do_not_import_torch() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_custom_label_crossed_with_grid_keeps_axes() -> None:
+    names = expand({"campaign": {"seeds": [1], "conditions": [
+        {"label": "A", "advantage_mode": "maxrl"}, {"label": "B"}], "grid": {"lora.rank": [4, 8]}}})
+    assert names == ["A~lora.rank=4_s1", "A~lora.rank=8_s1", "B~lora.rank=4_s1", "B~lora.rank=8_s1"]

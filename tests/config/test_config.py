@@ -118,3 +118,20 @@ def test_config_validate_ok() -> None:
     result = runner.invoke(app, ["config", "validate", str(REPO / "campaigns" / "demo.toml")])
     assert result.exit_code == 0, result.output
     assert "10 runs" in result.stdout
+
+
+def test_key_in_another_table_is_suggested() -> None:
+    with pytest.raises(ConfigError, match=r"training.lr: unknown key \(did you mean 'optimizer.lr'\?\)"):
+        build_config({"training": {"lr": 1e-3}})
+
+
+def test_run_on_a_campaign_file_points_to_campaign_run() -> None:
+    result = runner.invoke(app, ["run", str(REPO / "campaigns" / "demo.toml")])
+    assert result.exit_code == 2
+    assert "retrain campaign run" in result.stderr
+
+
+def test_config_show_of_a_campaign_prints_its_base() -> None:
+    result = runner.invoke(app, ["config", "show", str(REPO / "campaigns" / "demo.toml")])
+    assert result.exit_code == 0, result.output
+    assert "base config of campaign 'demo'" in result.stdout
