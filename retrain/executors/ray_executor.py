@@ -60,7 +60,8 @@ class RayExecutor:
     def __init__(self, *, address: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  max_in_flight: int = 1) -> None:
         self._ray = _import_ray()
-        self.address = address or None
+        # RAY_ADDRESS is how `ray job submit` (and Ray users) point a driver at a cluster
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.max_in_flight = max(1, max_in_flight)
@@ -79,8 +80,7 @@ class RayExecutor:
         saved = _save_signal_handlers()
         try:
             if self.address:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False,
-                         runtime_env={"env_vars": forwarded_env()})
+                self._connect_cluster()
             else:
                 ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
@@ -89,6 +89,15 @@ class RayExecutor:
             _restore_signal_handlers(saved)
         if self._local:
             self._check_feasible(ray.cluster_resources())
+
+    def _connect_cluster(self) -> None:
+        try:
+            self._ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
+            from retrain.errors import ConfigError
+
+            raise ConfigError([f"campaign.ray_address: cannot connect to the Ray cluster at "
+                               f"{self.address!r}: {exc}"]) from exc
 
     def _check_feasible(self, resources: dict[str, float]) -> None:
         """A task asking for more than the local instance has would wait forever: say so now."""
@@ -111,13 +120,18 @@ class RayExecutor:
         self._connect()
         remote = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0,
                             retry_exceptions=False)(_run_in_ray)
+        # On a cluster the runs get the model cache and offline settings as env vars of the task
+        # (a task's runtime_env merges into a submitted job's; ray.init's would conflict with it).
+        # A local instance already inherits this process's environment.
+        opts: dict[str, Any] = {} if self._local else {"runtime_env": {"env_vars": forwarded_env()}}
         threads = max(1, int(self.num_cpus))
         pending = list(tasks)
         try:
             while pending or self._in_flight:
                 while pending and not self._stopping and len(self._in_flight) < self.max_in_flight:
                     task = pending.pop(0)
-                    self._in_flight[remote.options(name=f"retrain:{task.name}").remote(task, threads)] = task.name
+                    ref = remote.options(name=f"retrain:{task.name}", **opts).remote(task, threads)
+                    self._in_flight[ref] = task.name
                     on_event("started", task.name, None)
                 if not self._in_flight:
                     break  # stopping: pending runs stay pending
