@@ -26,6 +26,7 @@ def _worker(task_q: Any, result_q: Any, threads: int, parent_pid: int, worker_id
 
     torch.set_num_threads(threads)
     from retrain.executors.base import execute_run
+    from retrain.trainer import loop  # noqa: F401  # pay transformers/peft imports at start-up, not in the first run
 
     while True:
         try:
