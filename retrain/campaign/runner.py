@@ -45,7 +45,7 @@ def prepare(spec: CampaignSpec, out: Path, *, source_text: str, sets: list[str],
         if not (out / "manifest.json").exists():  # killed between writing plan.json and manifest.json
             return Manifest.create(out, plan), True
         manifest = Manifest.load(out)
-        _reconcile(manifest, old, plan)
+        _reconcile(manifest, old, plan, out)
         atomic_write_json(out / "plan.json", plan)
         manifest.data["spec_hash"] = plan["spec_hash"]
         manifest.data["status"] = "running"
@@ -59,19 +59,31 @@ def prepare(spec: CampaignSpec, out: Path, *, source_text: str, sets: list[str],
     return Manifest.create(out, plan), False
 
 
-def _reconcile(manifest: Manifest, old: dict[str, Any], new: dict[str, Any]) -> None:
-    """After --force: runs whose config changed start over; new runs are added as pending."""
+def _reconcile(manifest: Manifest, old: dict[str, Any], new: dict[str, Any], out: Path) -> None:
+    """After --force: runs whose config changed start over, new runs are pending, and the run
+    dirs of changed or removed runs move to `superseded/<UTC time>/` at once (kept, not deleted;
+    out of the comparison; and a kill before the run restarts cannot resume the old config)."""
     old_hash = {r["name"]: r["config_hash"] for r in old.get("runs", [])}
+    new_names = {r["name"] for r in new["runs"]}
+    stale = [n for n in old_hash if n not in new_names]
     fresh: dict[str, dict[str, Any]] = {}
     for r in new["runs"]:
         rec = manifest.runs.get(r["name"])
         if rec is None or old_hash.get(r["name"]) != r["config_hash"]:
+            if rec is not None:
+                stale.append(r["name"])
             rec = {"status": "pending", "condition": r["condition"], "seed": r["seed"],
                    "run_dir": r["run_dir"], "attempts": 0, "started": None, "ended": None,
-                   "wall_time_s": None, "error": None, "step": 0, "max_steps": r["max_steps"],
-                   "restart": True}
+                   "wall_time_s": None, "error": None, "step": 0, "max_steps": r["max_steps"]}
         rec["max_steps"] = r["max_steps"]
         fresh[r["name"]] = rec
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    for name in stale:
+        src = out / "runs" / name
+        if src.exists():
+            dest = out / "superseded" / stamp / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            src.rename(dest)
     manifest.data["runs"] = fresh
 
 
@@ -100,7 +112,7 @@ def _task(spec: CampaignSpec, out: Path, name: str, rec: dict[str, Any]) -> RunT
     run_dir = (out / rec["run_dir"]).resolve()
     has_ckpt = (run_dir / "checkpoints").is_dir() and any(
         p.name.startswith("step_") for p in (run_dir / "checkpoints").iterdir())
-    resume = has_ckpt and not rec.pop("restart", False)
+    resume = has_ckpt
     return RunTask(name=name, condition=run.condition, run_dir=str(run_dir),
                    config_toml=render_toml(run.config, for_run=True), resume=resume,
                    stop_file=str((out / STOP_FILE).resolve()))

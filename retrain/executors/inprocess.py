@@ -26,4 +26,6 @@ class InProcessExecutor:
         self.stop.set("campaign stop requested")
 
     def kill(self) -> None:
-        raise KeyboardInterrupt
+        # Nothing to kill: the second Ctrl+C already raised KeyboardInterrupt in this process,
+        # which ended the run (its sinks wrote status interrupted) on the way out.
+        return None

@@ -59,11 +59,17 @@ def resolve_model_path(cfg: RetrainConfig, task: Task, *, progress: bool = True)
     return str(path)
 
 
+# [data] keys that only change how completions are scored, never the warm-up's (prompt, answer)
+# pairs: leaving them out of the cache key lets runs with a reward plugin share the model.
+_SCORING_ONLY_KEYS = ("reward", "match")
+
+
 def _data_key(cfg: RetrainConfig) -> dict[str, Any]:
     """The [data] settings that change what the warm-up sees (the training seed does not)."""
     from retrain.config.render import config_to_dict
 
-    return config_to_dict(cfg)["data"]
+    data = config_to_dict(cfg)["data"]
+    return {k: v for k, v in data.items() if k not in _SCORING_ONLY_KEYS}
 
 
 def warmup_task(cfg: RetrainConfig) -> Task:

@@ -323,9 +323,6 @@ def test_failing_run_is_isolated_retried_and_reported(failing: dict[str, Any]) -
     assert "boom_s1" in res.stderr + res.stdout  # said on the console too
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the tiny-model cache key hashes all of [data], "
-                   "including data.reward, which the supervised warm-up never uses "
-                   "(retrain/trainer/setup.py _data_key)")
 def test_reward_plugin_reuses_the_cached_tiny_model(failing: dict[str, Any]) -> None:
     """A custom reward does not change the warm-up data, so the run should load the same cached
     tiny model as its sibling runs instead of building (~40 s on 2 cores) another one."""
@@ -503,9 +500,6 @@ def test_force_with_edited_condition_keeps_unchanged_runs(edited: dict[str, Any]
     assert again.returncode == 0, show(again)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after --force removes a run, its old run dir stays "
-                   "under runs/ and write_comparison (collect_runs over the whole dir) still "
-                   "counts it in summary.md and manifest['comparison']")
 def test_force_removed_run_is_not_compared(edited: dict[str, Any]) -> None:
     out = edited["out"]
     assert edited["res"].returncode == 0, show(edited["res"])
@@ -514,9 +508,6 @@ def test_force_removed_run_is_not_compared(edited: dict[str, Any]) -> None:
     assert "| rloo+none |" not in (out / "summary.md").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the restart flag set by --force (_reconcile) is popped "
-                   "in _task and saved before the run starts; a campaign killed before then resumes "
-                   "changed runs from their old-spec checkpoint (retrain/campaign/runner.py _task)")
 def test_force_then_kill_still_restarts_changed_runs(base: dict[str, Any], tmp_path: Path) -> None:
     """--force with a changed max_steps, kill -9 while the first changed run trains, resume:
     the runs that had not started yet must still restart from scratch, not from the checkpoint
