@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from retrain.io import atomic_write_text
+from retrain.io import atomic_path, atomic_write_text
 from retrain.squeeze.adapter import CONFIG_NAME, SAFETENSORS_NAME, SqueezeError, load_adapter
 from retrain.squeeze.analysis import lora_svd
 
@@ -98,11 +96,5 @@ def _save_safetensors(tensors: dict[str, np.ndarray], dtypes: dict[str, str], pa
         key: torch.from_numpy(np.ascontiguousarray(value)).to(getattr(torch, dtypes.get(key, "float32")))
         for key, value in tensors.items()
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})

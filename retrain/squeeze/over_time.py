@@ -17,10 +17,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from retrain.io import atomic_write_json
+from retrain.io import atomic_write_bytes, atomic_write_json
 from retrain.squeeze.adapter import CONFIG_NAME, SqueezeError
 from retrain.squeeze.analysis import SqueezeResult, analyze_adapter
-from retrain.squeeze.report import write_atomic_bytes
 
 OVER_TIME_JSON = "squeeze_over_time.json"
 OVER_TIME_PNG = "squeeze_over_time.png"
@@ -168,4 +167,4 @@ def write_over_time_report(result: OverTimeResult, out_dir: Path) -> None:
     """squeeze_over_time.json (every point) and squeeze_over_time.png into `out_dir`."""
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / OVER_TIME_JSON, result.to_dict())
-    write_atomic_bytes(out_dir / OVER_TIME_PNG, over_time_plot_png(result))
+    atomic_write_bytes(out_dir / OVER_TIME_PNG, over_time_plot_png(result))

@@ -7,15 +7,13 @@ point of use, so importing this module stays cheap.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.table import Table
 
 from retrain.errors import MissingExtraError
-from retrain.io import atomic_write_json
+from retrain.io import atomic_write_bytes, atomic_write_json
 from retrain.squeeze.analysis import SqueezeResult
 
 REPORT_JSON = "squeeze.json"
@@ -48,21 +46,6 @@ def render_table(result: SqueezeResult) -> Table:
             style="bold green" if mark else None,
         )
     return table
-
-
-def write_atomic_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` via a temp file in the same directory + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def retention_plot_png(result: SqueezeResult) -> bytes:
@@ -101,7 +84,7 @@ def write_report(result: SqueezeResult, out_dir: Path) -> None:
     """Write squeeze.json (every figure) and squeeze.png (the retention curves) into `out_dir`."""
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / REPORT_JSON, result.to_dict())
-    write_atomic_bytes(out_dir / REPORT_PNG, retention_plot_png(result))
+    atomic_write_bytes(out_dir / REPORT_PNG, retention_plot_png(result))
 
 
 def table_rows(result: SqueezeResult) -> list[list[float | int]]:

@@ -8,13 +8,12 @@ through pyarrow, jsonl through the json module, one object per line. Writes are 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from retrain.errors import DataError
+from retrain.io import atomic_path
 
 FORMATS = ("parquet", "jsonl")
 
@@ -89,25 +88,16 @@ def _json_row(line: str, path: Path, number: int) -> dict[str, Any]:
 
 def write_rows(path: Path, columns: dict[str, Sequence[Any]], fmt: str) -> None:
     """Write column data atomically as parquet or jsonl."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}; choose from {list(FORMATS)}")
+    with atomic_path(path) as tmp:
         if fmt == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
             pq.write_table(pa.table(dict(columns)), tmp)
-        elif fmt == "jsonl":
+        else:
             names = list(columns)
             with open(tmp, "w", encoding="utf-8") as fh:
                 for values in zip(*(columns[n] for n in names), strict=True):
                     fh.write(json.dumps(dict(zip(names, values, strict=True))) + "\n")
-        else:
-            raise DataError(f"unknown format {fmt!r}; choose from {list(FORMATS)}")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; datasets are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
