@@ -157,12 +157,7 @@ class CampaignRunner:
         """Build missing tiny-model cache entries here, with progress shown, before workers start
         (a worker would build it silently; concurrent builders would wait on the cache lock)."""
         from retrain.config.render import config_to_dict
-        from retrain.trainer.setup import (
-            TINY_PRESETS,
-            quiet_libraries,
-            resolve_model_path,
-            warmup_task,
-        )
+        from retrain.trainer.setup import TINY_PRESETS, resolve_model_path, warmup_task
 
         seen: set[str] = set()
         for run in self.spec.runs:
@@ -173,7 +168,6 @@ class CampaignRunner:
             if key in seen:
                 continue
             seen.add(key)
-            quiet_libraries()
             resolve_model_path(run.config, warmup_task(run.config), progress=self.console_mode != "none")
 
     def run(self) -> int:

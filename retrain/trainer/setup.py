@@ -42,15 +42,23 @@ def resolve_model_path(cfg: RetrainConfig, task: Task, *, progress: bool = True)
     name = cfg.model.name
     if name not in TINY_PRESETS:
         return name
+    # "split" names the held-out scheme: bump it when eval problems change, so the warm-up never
+    # trains on what RL evaluates on.
+    task_key = {"task": cfg.data.task, "data": _data_key(cfg), "split": "fixed-eval-v1"}
+    m = cfg.model
+    from retrain.backend.local.cache import built_entry
+
+    cached = built_entry(name, task_key=task_key, steps=m.warmup_steps, lr=m.warmup_lr,
+                         batch_size=m.warmup_batch_size, seed=m.warmup_seed)
+    if cached is not None:
+        return str(cached)  # found without importing torch
+    quiet_libraries()
     from retrain.backend.local.tiny import ensure_tiny_model
 
     def pairs_fn(cursor: int, n: int) -> list[tuple[str, str]]:
         return [(p.prompt, p.answer) for p in task.train_problems(cursor, n)]
 
     eval_pairs = [(p.prompt, p.answer) for p in task.eval_problems(min(200, cfg.data.eval_size))]
-    # "split" names the held-out scheme: bump it when eval problems change, so the warm-up never
-    # trains on what RL evaluates on.
-    task_key = {"task": cfg.data.task, "data": _data_key(cfg), "split": "fixed-eval-v1"}
     path = ensure_tiny_model(
         name, pairs_fn=pairs_fn, task_key=task_key, steps=cfg.model.warmup_steps,
         lr=cfg.model.warmup_lr, batch_size=cfg.model.warmup_batch_size, seed=cfg.model.warmup_seed,

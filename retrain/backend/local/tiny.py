@@ -13,7 +13,6 @@ asking for the same entry build it once and the second just loads it.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import random
@@ -34,25 +33,19 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from retrain.backend.local.cache import (  # noqa: F401  (re-exported: the cache API)
+    FORMAT_VERSION,
+    META_FILE,
+    PRESETS,
+    cache_key,
+    cache_root,
+    entry_dir,
+)
 from retrain.io import atomic_write_json
 
-FORMAT_VERSION = 2
-META_FILE = "retrain_model.json"
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
-PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "intermediate_size": 256},
-    "small": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-              "intermediate_size": 512},
-}
-
 PairsFn = Callable[[int, int], list[tuple[str, str]]]
-
-
-def cache_root() -> Path:
-    """`$RETRAIN_CACHE`, default ~/.cache/retrain."""
-    return Path(os.environ.get("RETRAIN_CACHE") or Path.home() / ".cache" / "retrain")
 
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:
@@ -87,14 +80,6 @@ def build_random_model(preset: str, tokenizer: PreTrainedTokenizerBase, seed: in
         tie_word_embeddings=False)  # untied learned faster and more reliably in warm-up
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)
-
-
-def cache_key(preset: str, *, task_key: dict, steps: int, lr: float, batch_size: int, seed: int) -> str:
-    """12 hex chars over everything that changes the built weights."""
-    blob = json.dumps({"preset": preset, "dims": PRESETS.get(preset), "task": task_key,
-                       "steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed,
-                       "format": FORMAT_VERSION}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def _supervised_batch(
@@ -205,9 +190,9 @@ def ensure_tiny_model(
 ) -> Path:
     """Return the cached model dir for these settings, building it first if needed (process-safe)."""
     key = cache_key(preset, task_key=task_key, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
-    models_dir = (Path(cache_dir) if cache_dir is not None else cache_root()) / "models"
+    final = entry_dir(preset, key, cache_dir)
+    models_dir = final.parent
     models_dir.mkdir(parents=True, exist_ok=True)
-    final = models_dir / f"{preset}-{key}"
     if (final / META_FILE).exists():
         return final
     with open(models_dir / f".{preset}-{key}.lock", "w") as lock:
