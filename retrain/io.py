@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,31 @@ def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 continue  # torn line from a kill mid-write
             if isinstance(obj, dict):
                 yield obj
+
+
+def last_jsonl(path: str | Path, *, accept: Callable[[dict[str, Any]], bool] | None = None,
+               max_bytes: int = 1 << 16) -> dict[str, Any] | None:
+    """The newest complete record (optionally the newest that `accept`s) among the file's last
+    `max_bytes`, without reading the whole file: for progress polls of long runs."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            start = max(0, size - max_bytes)
+            fh.seek(start)
+            lines = fh.read().split(b"\n")
+    except FileNotFoundError:
+        return None
+    if start > 0:
+        lines = lines[1:]  # the first line of the window may be cut
+    for line in reversed(lines):
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # blank, or torn by a kill mid-write
+        if isinstance(obj, dict) and (accept is None or accept(obj)):
+            return obj
+    return None
 
 
 def truncate_jsonl_after(path: str | Path, step: int, key: str = "step") -> int:

@@ -56,3 +56,19 @@ def test_truncate_after_keeps_each_step_once(tmp_path: Path) -> None:
     for step in range(6, 9):
         append_jsonl(path, {"step": step})
     assert [r["step"] for r in read_jsonl(path)] == list(range(9))
+
+
+def test_last_jsonl_reads_only_the_tail(tmp_path: Path) -> None:
+    from retrain.io import last_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    assert last_jsonl(path) is None
+    append_jsonl(path, {"step": 0, "eval_accuracy": 0.5})
+    for step in range(1, 2000):
+        append_jsonl(path, {"step": step, "loss": 0.1, "pad": "x" * 50})
+    with open(path, "a") as fh:
+        fh.write('{"step": 2000, "lo')
+    assert last_jsonl(path)["step"] == 1999  # torn last line skipped
+    assert last_jsonl(path, max_bytes=200)["step"] == 1999  # window cuts the first line: still fine
+    assert last_jsonl(path, accept=lambda r: "eval_accuracy" in r) is None  # outside the tail window
+    assert last_jsonl(path, accept=lambda r: "eval_accuracy" in r, max_bytes=1 << 20)["step"] == 0

@@ -11,13 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from retrain.campaign.grid import CampaignSpec
 from retrain.io import atomic_write_text
 
-Say = Callable[[str], None]
+Say = Callable[[str], None]  # a status message
+Show = Callable[[Any], None]  # a result (table, verdict); the caller decides whether to print
 
 
-def run_squeeze(spec: CampaignSpec, out: Path, run_name: str, *, say: Say) -> dict[str, Any]:
+def run_squeeze(spec: CampaignSpec, out: Path, run_name: str, *, say: Say, show: Show) -> dict[str, Any]:
     """Analyse `run_name`'s final adapter; results go to <out>/squeeze/ and the returned dict."""
     from retrain.errors import RetrainError
     from retrain.squeeze.analysis import analyze_adapter
@@ -29,7 +32,7 @@ def run_squeeze(spec: CampaignSpec, out: Path, run_name: str, *, say: Say) -> di
         result = analyze_adapter(adapter, ranks=sq.ranks or None, min_variance=sq.min_variance_retention,
                                  min_layer=sq.min_layer_retention)
     except RetrainError as exc:
-        say(f"[yellow]squeeze skipped[/]: {exc}")
+        say(f"[yellow]squeeze skipped[/]: {escape(str(exc))}")
         return {"run": run_name, "error": str(exc)}
     report_dir = out / "squeeze"
     write_report(result, report_dir)
@@ -42,7 +45,7 @@ def run_squeeze(spec: CampaignSpec, out: Path, run_name: str, *, say: Say) -> di
             path = compress_adapter(adapter, rank, report_dir / f"adapter_r{rank}")
             info["compressed_adapter"] = str(path.relative_to(out))
         except RetrainError as exc:
-            say(f"[yellow]squeeze compression skipped[/]: {exc}")
+            say(f"[yellow]squeeze compression skipped[/]: {escape(str(exc))}")
             info["compress_error"] = str(exc)
     log = spec.base.logging
     if log.wandb_project:
@@ -52,16 +55,15 @@ def run_squeeze(spec: CampaignSpec, out: Path, run_name: str, *, say: Say) -> di
             log_squeeze_to_wandb(result, project=log.wandb_project, entity=log.wandb_entity or None,
                                  group=log.wandb_group or None, mode=log.wandb_mode or None)
         except Exception as exc:  # noqa: BLE001 - wandb trouble must not fail the campaign
-            say(f"[yellow]squeeze wandb logging failed[/]: {exc}")
-    from retrain.ui import console
-
-    console.print(render_table(result))
+            say(f"[yellow]squeeze wandb logging failed[/]: {escape(str(exc))}")
+    show(render_table(result))
     say(f"squeeze: recommended rank {result.recommended_rank} of {result.source_rank} "
         f"(>= {sq.min_variance_retention:.0%} variance retained) from {run_name}")
     return info
 
 
-def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say | None) -> list[dict[str, Any]] | None:
+def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say,
+                     show: Show) -> list[dict[str, Any]] | None:
     """Per condition: final eval accuracy and mean reward over the last N steps, mean ± 95% CI
     over seeds, vs the baseline. Printed, written to summary.md, returned for the manifest."""
     from retrain.analysis.compare import comparison_rows, render_comparison
@@ -71,8 +73,7 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say |
     try:
         rows = comparison_rows(out, metric="mean_reward", last_n=last_n)
     except RetrainError as exc:
-        if say:
-            say(f"[yellow]no comparison[/]: {exc}")
+        say(f"[yellow]no comparison[/]: {escape(str(exc))}")
         return None
     counts = manifest.counts()
     failed = {n: r for n, r in manifest.runs.items() if r["status"] == "failed"}
@@ -101,16 +102,13 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say |
             lines += [f"- `{name}` (attempts {rec.get('attempts', 0)}):", "", "  ```",
                       *[f"  {t}" for t in tail], "  ```", ""]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
-    if say:
-        from retrain.ui import console
-
-        console.print(summary_table(rows, last_n=last_n))
-        verdicts = [r for r in rows if r.get("verdict") and r.get("verdict") != "baseline"]
-        for r in verdicts:
-            console.print(f"[bold]{r['condition']}[/]: {r['verdict']}", highlight=False)
-        for name, rec in failed.items():
-            last = (rec.get("error") or "").strip().splitlines()[-1:] or [""]
-            say(f"[red]failed[/] {name}: {last[0]}")
+    show(summary_table(rows, last_n=last_n))
+    for r in rows:
+        if r.get("verdict") and r.get("verdict") != "baseline":
+            show(f"[bold]{r['condition']}[/]: {r['verdict']}")
+    for name, rec in failed.items():
+        last = (rec.get("error") or "").strip().splitlines()[-1:] or [""]
+        say(f"[red]failed[/] {name}: {escape(last[0])}")
     return rows
 
 

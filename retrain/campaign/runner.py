@@ -13,13 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from retrain.campaign.grid import CampaignSpec
 from retrain.campaign.manifest import Manifest, now
 from retrain.campaign.plan import diff_plans, plan_dict
 from retrain.config.render import render_toml
 from retrain.errors import ResumeError
 from retrain.executors.base import STOP_FILE, RunOutcome, RunTask
-from retrain.io import atomic_write_json, atomic_write_text, iter_jsonl
+from retrain.io import atomic_write_json, atomic_write_text, last_jsonl
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -124,6 +126,9 @@ class CampaignRunner:
         self.spec, self.out, self.manifest = spec, out, manifest
         self.executor = executor
         self.console_mode = console_mode
+        # report text and tables (squeeze, comparison, failures) only in the talkative modes;
+        # --silent keeps just the progress display, --no-console-output nothing
+        self.verbose = console_mode in ("progress", "live")
         self.lock = threading.Lock()
         self.display: Any = None
         self.stop_requested = False
@@ -142,15 +147,24 @@ class CampaignRunner:
                                error=outcome.error, step=outcome.steps_done or rec.get("step", 0),
                                final_eval=outcome.final_eval)
         if status == "failed":
-            self._say(f"[red]run {name} failed[/]: {(outcome.error or '').splitlines()[-1] if outcome.error else ''}")
+            last = (outcome.error or "").strip().splitlines()[-1:] or [""]
+            self._say(f"[red]run {name} failed[/]: {escape(last[0])}")
         if status == "done":
             self._maybe_squeeze(name)
 
     def _say(self, text: str) -> None:
-        if self.console_mode != "none":
+        """A status message (stderr)."""
+        if self.verbose:
             from retrain.ui import err_console
 
             err_console.print(text)
+
+    def _show(self, renderable: Any) -> None:
+        """A result: table or verdict (stdout)."""
+        if self.verbose:
+            from retrain.ui import console
+
+            console.print(renderable, highlight=False)
 
     # --- the main job ------------------------------------------------------------------------
     def prepare_models(self) -> None:
@@ -232,7 +246,7 @@ class CampaignRunner:
             return
         from retrain.campaign.report import run_squeeze
 
-        result = run_squeeze(self.spec, self.out, name, say=self._say)
+        result = run_squeeze(self.spec, self.out, name, say=self._say, show=self._show)
         with self.lock:
             self.manifest.data["squeeze"] = result
             self.manifest.save()
@@ -241,7 +255,7 @@ class CampaignRunner:
         from retrain.campaign.report import write_comparison
 
         self.manifest.data["comparison"] = write_comparison(self.spec, self.out, self.manifest,
-                                                           say=self._say if self.console_mode != "none" else None)
+                                                           say=self._say, show=self._show)
 
 
 class _ProgressWatcher:
@@ -254,6 +268,7 @@ class _ProgressWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="campaign-progress", daemon=True)
         self.display: Any = None
+        self._shown: dict[str, str] = {}  # run -> finished status already shown
 
     def start(self) -> None:
         if self.runner.console_mode != "none":
@@ -280,28 +295,29 @@ class _ProgressWatcher:
             self._poll()
 
     def _poll(self) -> None:
+        """Read the newest training row of each running run (a finished run once more, to show
+        its end state); pending runs and runs already shown as finished cost nothing."""
         r = self.runner
         changed = False
         for name, rec in list(r.manifest.runs.items()):
-            if rec["status"] not in ("running", "done", "failed", "interrupted"):
+            status = rec["status"]
+            if status == "pending" or self._shown.get(name) == status:
                 continue
-            last = _last_row(r.out / rec["run_dir"] / "metrics.jsonl")
+            last = last_jsonl(r.out / rec["run_dir"] / "metrics.jsonl", accept=_is_training_row)
             step = int(last.get("step", 0)) if last else 0
-            if step != rec.get("step") and rec["status"] == "running":
+            if step != rec.get("step") and status == "running":
                 with r.lock:
                     rec["step"] = step
                 changed = True
+            if status != "running":
+                self._shown[name] = status
             if self.display is not None:
-                self.display.update(name, step, rec["max_steps"], last or {}, status=rec["status"])
+                self.display.update(name, step, rec["max_steps"], last or {}, status=status)
         if changed:
             with r.lock:
                 r.manifest.save()
 
 
-def _last_row(path: Path) -> dict[str, Any] | None:
-    last = None
-    for row in iter_jsonl(path):
-        if "loss" in row or row.get("step", 0) > 0:
-            last = row
-    return last
+def _is_training_row(row: dict[str, Any]) -> bool:
+    return "loss" in row
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.text import Text
@@ -19,7 +19,26 @@ from retrain.ui import console, err_console
 P = ParamSpec("P")
 R = TypeVar("R")
 
-__all__ = ["console", "err_console", "handles_errors"]
+__all__ = ["LiveOpt", "NoConsoleOpt", "SetOpt", "SilentOpt", "console", "console_mode",
+           "err_console", "handles_errors"]
+
+# Options several commands share (run, campaign run/resume, config show/validate, campaign plan).
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a key: section.key=value (repeatable).")]
+LiveOpt = Annotated[bool, typer.Option("--live", help="Full-screen live display.")]
+SilentOpt = Annotated[bool, typer.Option(
+    "--silent", help="Progress display only: no step lines, tables or report text.")]
+NoConsoleOpt = Annotated[bool, typer.Option(
+    "--no-console-output", help="Nothing on the console (files are still written).")]
+
+
+def console_mode(live: bool, silent: bool, no_console: bool) -> str:
+    """The display mode the flags ask for: none > silent > live > progress."""
+    if no_console:
+        return "none"
+    if silent:
+        return "silent"
+    return "live" if live else "progress"
 
 
 def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:

@@ -10,11 +10,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from retrain.cli._common import console, err_console, handles_errors
+from retrain.cli._common import (
+    LiveOpt,
+    NoConsoleOpt,
+    SetOpt,
+    SilentOpt,
+    console,
+    console_mode,
+    err_console,
+    handles_errors,
+)
 
 campaign_app = typer.Typer(help="Plan, run, resume and watch campaigns.", no_args_is_help=True)
 
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a base key: section.key=value (repeatable).")]
 
 
 @campaign_app.command("plan")
@@ -49,9 +57,6 @@ def plan(
 
 
 
-LiveOpt = Annotated[bool, typer.Option("--live", help="Full-screen live table of runs.")]
-SilentOpt = Annotated[bool, typer.Option("--silent", help="Progress only, no report text.")]
-NoConsoleOpt = Annotated[bool, typer.Option("--no-console-output", help="Nothing on the console (files are still written).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Continue even though the spec changed (changed runs restart).")]
 
 
@@ -62,13 +67,16 @@ class ExecutorChoice(StrEnum):
     ray = "ray"
 
 
+ExecutorOpt = Annotated[ExecutorChoice | None, typer.Option("--executor", help="Override campaign.executor.")]
+
+
 @campaign_app.command("run")
 @handles_errors
 def run(
     file: Annotated[Path, typer.Argument(help="Campaign TOML file.")],
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Campaign dir (default logs/<name>_<UTC time>); an existing one is resumed.")] = None,
-    executor: Annotated[ExecutorChoice | None, typer.Option("--executor", help="Override campaign.executor.")] = None,
+    executor: ExecutorOpt = None,
     force: ForceOpt = False,
     live: LiveOpt = False, silent: SilentOpt = False, no_console_output: NoConsoleOpt = False,
 ) -> None:
@@ -80,7 +88,7 @@ def run(
     out_dir = out or default_out_dir(spec)
     _execute(spec, out_dir, source_text=file.read_text(encoding="utf-8"), sets=set_ or [],
              force=force, executor=executor.value if executor else None,
-             mode=_mode(live, silent, no_console_output))
+             mode=console_mode(live, silent, no_console_output))
 
 
 @campaign_app.command("resume")
@@ -88,7 +96,7 @@ def run(
 def resume(
     campaign_dir: Annotated[Path, typer.Argument(help="A campaign directory (holds plan.json).")],
     force: ForceOpt = False,
-    executor: Annotated[ExecutorChoice | None, typer.Option("--executor", help="Override campaign.executor.")] = None,
+    executor: ExecutorOpt = None,
     live: LiveOpt = False, silent: SilentOpt = False, no_console_output: NoConsoleOpt = False,
 ) -> None:
     """Continue a campaign: done runs are skipped, interrupted ones resume from their checkpoint,
@@ -106,7 +114,7 @@ def resume(
     spec = campaign_from_raw(raw, source=str(campaign_dir / "campaign.toml"), default_name=old_name)
     _execute(spec, campaign_dir, source_text=(campaign_dir / "campaign.toml").read_text(encoding="utf-8"),
              sets=sets, force=force, executor=executor.value if executor else None,
-             mode=_mode(live, silent, no_console_output))
+             mode=console_mode(live, silent, no_console_output))
 
 
 @campaign_app.command("status")
@@ -118,12 +126,6 @@ def status(
     from retrain.analysis.status import campaign_status_table
 
     console.print(campaign_status_table(campaign_dir))
-
-
-def _mode(live: bool, silent: bool, no_console: bool) -> str:
-    from retrain.cli.run_cmd import console_mode
-
-    return console_mode(live, silent, no_console)
 
 
 def _execute(spec, out_dir: Path, *, source_text: str, sets: list[str], force: bool,  # noqa: ANN001

@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
-from retrain.cli._common import console, handles_errors
+from retrain.cli._common import SetOpt, console, handles_errors
 
 config_app = typer.Typer(help="Show or validate a config file.", no_args_is_help=True)
 
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: section.key=value (repeatable).")]
 
 
 def _is_campaign(path: Path) -> bool:

@@ -3,40 +3,26 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from retrain.cli._common import err_console, handles_errors
+from retrain.cli._common import (
+    LiveOpt,
+    NoConsoleOpt,
+    SetOpt,
+    SilentOpt,
+    console_mode,
+    err_console,
+    handles_errors,
+)
 from retrain.errors import ResumeError
 
 # Keys that may change on --resume: they do not change what the experiment means.
 RESUME_SAFE_PREFIXES = ("logging.",)
 RESUME_SAFE_KEYS = ("training.max_steps", "training.save_every", "training.keep_checkpoints",
                     "training.micro_batch_size", "eval.every", "backend.threads", "model.device")
-
-
-class Display(StrEnum):
-    progress = "progress"
-    live = "live"
-    silent = "silent"
-    none = "none"
-
-
-def console_mode(live: bool, silent: bool, no_console: bool) -> str:
-    if no_console:
-        return "none"
-    if silent:
-        return "silent"
-    return "live" if live else "progress"
-
-
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: section.key=value (repeatable).")]
-LiveOpt = Annotated[bool, typer.Option("--live", help="Full-screen live display.")]
-SilentOpt = Annotated[bool, typer.Option("--silent", help="Progress bar only.")]
-NoConsoleOpt = Annotated[bool, typer.Option("--no-console-output", help="Nothing on the console (files are still written).")]
 
 
 def register(app: typer.Typer) -> None:

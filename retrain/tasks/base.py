@@ -62,3 +62,17 @@ def check_range(cursor: int, n: int) -> None:
     """Reject negative cursors and counts: a bug in the caller, not a user error."""
     if cursor < 0 or n < 0:
         raise ValueError(f"cursor and n must be >= 0, got cursor={cursor}, n={n}")
+
+
+def score(task: Task, problem: Problem, completion: str) -> tuple[float, bool]:
+    """(reward, correct) of one completion, calling the reward once where possible.
+
+    A task whose correctness is derived from its reward (countdown, a `data.reward` plugin)
+    defines `score(problem, completion)`; for the others both methods are called. This keeps a
+    user's reward function — possibly slow or stateful — to one call per completion.
+    """
+    both = getattr(task, "score", None)
+    if callable(both):
+        reward, correct = both(problem, completion)
+        return float(reward), bool(correct)
+    return float(task.reward(problem, completion)), bool(task.is_correct(problem, completion))

@@ -108,3 +108,8 @@ class CustomRewardTask:
 
     def is_correct(self, problem: Problem, completion: str) -> bool:
         return self.reward(problem, completion) >= 1.0
+
+    def score(self, problem: Problem, completion: str) -> tuple[float, bool]:
+        """Reward and correctness from one reward call (see tasks.base.score)."""
+        value = self.reward(problem, completion)
+        return value, value >= 1.0

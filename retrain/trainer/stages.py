@@ -14,7 +14,7 @@ import numpy as np
 from retrain.algo.pipeline import TokenBatch, compute_advantages
 from retrain.algo.planning import planning_mask_batch
 from retrain.config.schema import RetrainConfig
-from retrain.tasks.base import Problem, Task
+from retrain.tasks.base import Problem, Task, score
 
 Metrics = dict[str, Any]
 
@@ -44,9 +44,7 @@ def reward_stage(task: Task, problems: Sequence[Problem], completions: Sequence[
     reward_N = np.empty(len(completions), dtype=np.float64)
     correct_N = np.zeros(len(completions), dtype=bool)
     for i, text in enumerate(completions):
-        prob = problems[i // group_size]
-        reward_N[i] = float(task.reward(prob, text))
-        correct_N[i] = bool(task.is_correct(prob, text))
+        reward_N[i], correct_N[i] = score(task, problems[i // group_size], text)
     n = len(completions)
     return reward_N, {
         "reward_time_s": time.perf_counter() - t0,

@@ -271,6 +271,23 @@ def test_three_run_campaign_end_to_end(base: dict[str, Any]) -> None:
     assert all(r["n"] == 1 and r["runs_done"] == 1 for r in table), table
 
 
+@pytest.mark.parametrize("flag", ["", "--silent", "--no-console-output"])
+def test_console_modes_of_a_finished_campaign(base: dict[str, Any], tmp_path: Path, flag: str) -> None:
+    # Re-running a finished campaign trains nothing but reports again: the comparison table is
+    # shown by default, not with --silent, and nothing at all is printed with --no-console-output.
+    out = tmp_path / "copy"
+    shutil.copytree(base["out"], out)
+    res = cli("campaign", "resume", out, *([flag] if flag else []))
+    assert res.returncode == 0, show(res)
+    if flag == "--no-console-output":
+        assert res.stdout == "" and res.stderr == "", show(res)
+    elif flag == "--silent":
+        assert "conditions:" not in res.stdout, show(res)
+    else:
+        assert "conditions:" in res.stdout, show(res)
+    assert (out / "summary.md").read_text().startswith("# Campaign")
+
+
 def test_auto_squeeze_recorded(base: dict[str, Any]) -> None:
     out, res = base["out"], base["res"]
     assert res.returncode == 0, show(res)

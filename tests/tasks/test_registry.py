@@ -103,3 +103,27 @@ def test_tasks_package_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_reward_plugin_is_called_once_per_completion(tmp_path) -> None:
+    # The trainer scores each completion with tasks.base.score: a user's reward function (maybe
+    # slow, maybe stateful) must run once per completion, not once for reward and once more for
+    # correctness.
+    from retrain.config.schema import DataConfig
+    from retrain.tasks import build_task
+    from retrain.tasks.base import score
+
+    plugin = tmp_path / "counting_reward.py"
+    plugin.write_text("CALLS = []\n"
+                      "def reward(prompt, completion, answer):\n"
+                      "    CALLS.append(completion)\n"
+                      "    return 1.0 if completion.strip() == answer else 0.0\n")
+    task = build_task(DataConfig(reward=f"{plugin}:reward"), seed=0)
+    problem = task.train_problems(0, 1)[0]
+    import sys
+
+    calls = next(m for m in list(sys.modules.values())
+                 if getattr(m, "__file__", None) == str(plugin)).CALLS
+    assert score(task, problem, problem.answer) == (1.0, True)
+    assert score(task, problem, "nope") == (0.0, False)
+    assert calls == [problem.answer, "nope"]
