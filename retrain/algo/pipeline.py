@@ -146,6 +146,9 @@ def compute_advantages(
         del h_T
         adv_T = ragged.broadcast(adv_N, offsets)
     if use_hicra:
+        # Tokens whose advantage HICRA changes: planning tokens of episodes with A != 0.
+        changed = int(np.count_nonzero(adv_T[plan_idx_P])) if plan_idx_P.shape[0] else 0
+        metrics["hicra_changed_frac"] = changed / max(adv_T.shape[0], 1)
         hicra_inplace(adv_T, plan_idx_P, alpha=hicra_alpha)
 
     num_tokens = adv_T.shape[0]

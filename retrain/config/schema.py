@@ -48,10 +48,11 @@ class ModelConfig:
     device: str = _f("auto", "'auto' picks cuda when present, else cpu", choices=("auto", "cpu", "cuda", "mps"))
     local_files_only: bool = _f(True, "never reach the hub when loading a named model")
     trust_remote_code: bool = _f(False, "allow custom model code from the model dir")
-    warmup_steps: int = _f(600, "supervised warm-up steps when building a tiny/small preset", ge=0)
+    warmup_steps: int = _f(1500, "supervised warm-up steps when building a tiny/small preset (one cosine cycle; long enough to converge)", ge=0)
     warmup_lr: float = _f(3e-3, "learning rate of the supervised warm-up", gt=0)
     warmup_batch_size: int = _f(64, "examples per supervised warm-up step", ge=1)
     warmup_seed: int = _f(0, "seed of the supervised warm-up (part of the cache key)", ge=0)
+    warmup_flaw_rate: float = _f(0.6, "share of warm-up demonstrations that show the task's typical mistake instead of the answer (arithmetic: the carry into the next digit is dropped), so the warmed-up policy has a real flaw RL can fix; 0 = clean demonstrations", ge=0, le=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,13 +164,15 @@ class DataConfig:
     answer_field: str = _f("answer", "file task: field holding the answer")
     match: str = _f("exact", "file task: answer matching", choices=("exact", "numeric", "boxed", "countdown"))
     reward: str = _f("", "custom reward 'package.module:function(prompt, completion, answer) -> float'; empty = the task's own")
-    eval_size: int = _f(100, "held-out problems, disjoint from training prompts", ge=1)
+    countdown_reasoning: bool = _f(False, "countdown: completions reason before answering ('let me think: 3+5=8, 8+7=15. <answer>3+5+7</answer>'); the expression inside the last <answer> tags is graded and warm-up demonstrations are such traces")
+    eval_size: int = _f(500, "held-out problems, disjoint from training prompts (and from the tiny model's warm-up)", ge=1)
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    every: int = _f(10, "greedy held-out evaluation every N steps, plus at start and end (0 = start and end only)", ge=0)
-    size: int = _f(100, "held-out problems per evaluation (at most data.eval_size)", ge=1)
+    every: int = _f(10, "held-out evaluation every N steps, plus at start and end (0 = start and end only)", ge=0)
+    size: int = _f(500, "held-out problems per evaluation (at most data.eval_size)", ge=1)
+    samples: int = _f(4, "completions sampled per held-out problem at training.temperature/top_p for eval_sampled_accuracy (mean@k); 0 = greedy only", ge=0)
     at_start: bool = _f(True, "evaluate before the first step")
 
 

@@ -82,6 +82,22 @@ class ArithmeticTask:
     def eval_problems(self, n: int) -> list[Problem]:
         return self._streams.eval_problems(n)
 
+    def demonstration(self, problem: Problem, rng: random.Random, flaw_rate: float) -> str:
+        """The completion the tiny model's warm-up is shown: the answer, or the dropped-carry mistake.
+
+        With probability `flaw_rate`, a problem whose last digits carry ('27+35=': 7+5 >= 10) is
+        demonstrated without the carry ('52' instead of '62'), a mistake children make. A model
+        that converges on these demonstrations answers carry problems wrongly most of the time
+        but not always, which is what RL with the exact-match reward can fix. Only for '+';
+        other operators are always demonstrated correctly.
+        """
+        a, b, op = problem.meta.get("a"), problem.meta.get("b"), problem.meta.get("op")
+        if op != "+" or not isinstance(a, int) or not isinstance(b, int):
+            return problem.answer
+        if (a % 10) + (b % 10) >= 10 and rng.random() < flaw_rate:
+            return str(a + b - 10)
+        return problem.answer
+
     def reward(self, problem: Problem, completion: str) -> float:
         return 1.0 if self.is_correct(problem, completion) else 0.0
 

@@ -48,6 +48,11 @@ class Task(Protocol):
         ...
 
 
+# Optional: `demonstration(problem, rng, flaw_rate) -> str`, the completion the built-in tiny
+# model's supervised warm-up trains on for `problem` (default: problem.answer). Arithmetic shows a
+# dropped carry with probability flaw_rate; reasoning countdown writes a short reasoning trace.
+
+
 def stream_rng(seed: int, stream: str, index: int) -> random.Random:
     """A generator owned by one element of one stream, independent of every other element.
 

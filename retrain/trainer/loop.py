@@ -177,6 +177,7 @@ _ADV_KEYS = (
     "exec_entropy_mean", "exec_entropy_var", "plan_entropy_mean", "plan_entropy_var",
     "exec_surprisal_mean", "exec_surprisal_var", "plan_surprisal_mean", "plan_surprisal_var",
     "num_all_correct_groups", "num_all_wrong_groups", "num_informative_groups", "adv_abs_mean",
+    "planning_token_frac", "num_planning_tokens", "hicra_changed_frac",
 )
 
 

@@ -7,6 +7,7 @@ The step loop (`loop.py`) receives one `RunContext` and never looks at files or 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from retrain.config.schema import RetrainConfig
 from retrain.errors import ResumeError
 from retrain.tasks import build_task
-from retrain.tasks.base import Task
+from retrain.tasks.base import Task, stream_rng
 from retrain.trainer.state import TrainerState
 
 TINY_PRESETS = ("tiny", "small")
@@ -44,8 +45,9 @@ def resolve_model_path(cfg: RetrainConfig, task: Task, *, progress: bool = True)
         return name
     # "split" names the held-out scheme: bump it when eval problems change, so the warm-up never
     # trains on what RL evaluates on.
-    task_key = {"task": cfg.data.task, "data": _data_key(cfg), "split": "fixed-eval-v1"}
     m = cfg.model
+    task_key = {"task": cfg.data.task, "data": _data_key(cfg), "split": "fixed-eval-v1",
+                "flaw_rate": m.warmup_flaw_rate}
     from retrain.backend.local.cache import built_entry
 
     cached = built_entry(name, task_key=task_key, steps=m.warmup_steps, lr=m.warmup_lr,
@@ -55,16 +57,35 @@ def resolve_model_path(cfg: RetrainConfig, task: Task, *, progress: bool = True)
     quiet_libraries()
     from retrain.backend.local.tiny import ensure_tiny_model
 
-    def pairs_fn(cursor: int, n: int) -> list[tuple[str, str]]:
-        return [(p.prompt, p.answer) for p in task.train_problems(cursor, n)]
-
-    eval_pairs = [(p.prompt, p.answer) for p in task.eval_problems(min(200, cfg.data.eval_size))]
+    pairs_fn = demonstration_pairs(task, seed=m.warmup_seed, flaw_rate=m.warmup_flaw_rate)
+    held_out = task.eval_problems(min(200, cfg.data.eval_size))
     path = ensure_tiny_model(
-        name, pairs_fn=pairs_fn, task_key=task_key, steps=cfg.model.warmup_steps,
-        lr=cfg.model.warmup_lr, batch_size=cfg.model.warmup_batch_size, seed=cfg.model.warmup_seed,
-        eval_pairs=eval_pairs, progress=progress,
+        name, pairs_fn=pairs_fn, task_key=task_key, steps=m.warmup_steps,
+        lr=m.warmup_lr, batch_size=m.warmup_batch_size, seed=m.warmup_seed,
+        eval_pairs=[(p.prompt, p.answer) for p in held_out],
+        is_correct=lambda i, text: task.is_correct(held_out[i], text),
+        eval_max_tokens=cfg.training.max_tokens, progress=progress,
     )
     return str(path)
+
+
+def demonstration_pairs(task: Task, *, seed: int, flaw_rate: float) -> Callable[[int, int], list[tuple[str, str]]]:
+    """(prompt, completion) pairs cursor .. cursor+n-1 of the warm-up: the task's demonstrations.
+
+    A task with `demonstration(problem, rng, flaw_rate)` writes its own completion (a flawed
+    answer, a reasoning trace); otherwise the reference answer is the completion. Demonstration
+    i draws from its own generator, so any cursor/n split gives the same pairs.
+    """
+    demo = getattr(task, "demonstration", None)
+
+    def pairs(cursor: int, n: int) -> list[tuple[str, str]]:
+        problems = task.train_problems(cursor, n)
+        if not callable(demo):
+            return [(p.prompt, p.answer) for p in problems]
+        return [(p.prompt, demo(p, stream_rng(seed, "demonstration", cursor + i), flaw_rate))
+                for i, p in enumerate(problems)]
+
+    return pairs
 
 
 # [data] keys that only change how completions are scored, never the warm-up's (prompt, answer)

@@ -74,7 +74,6 @@ def advantage_stage(cfg: RetrainConfig, rollouts: Any, reward_N: np.ndarray, *, 
     )
     metrics = dict(metrics)
     metrics["advantage_time_s"] = time.perf_counter() - t0
-    metrics["planning_token_frac"] = float(planning_T.mean()) if len(planning_T) else 0.0
     return adv_T, metrics
 
 
@@ -91,18 +90,46 @@ def train_stage(ctx: Any, rollouts: Any, adv_T: np.ndarray, *, micro_batch_size:
 
 
 def eval_stage(ctx: Any, problems: Sequence[Problem]) -> Metrics:
-    """Greedy held-out accuracy and mean completion length (tokens)."""
+    """Held-out accuracy, greedy and mean@k sampled, each with its standard error over problems.
+
+    Greedy: one completion per problem. Sampled: `eval.samples` completions per problem at the
+    training temperature/top_p; a problem's score is its share correct, the figure is the mean
+    over problems. Standard errors are the sample std of per-problem scores over sqrt(n), so a
+    gain of about 2 * sqrt(se0^2 + se1^2) is what one eval can resolve. The sampling draws from
+    (seed, step 0, i) at every eval (training steps start at 1): the same uniforms each time,
+    so two evals of one run differ by the policy, not by sampling luck.
+    """
     from retrain.backend.local.sampler import sample
 
     t = ctx.cfg.training
+    k = ctx.cfg.eval.samples
     t0 = time.perf_counter()
-    rollouts = sample(ctx.model, ctx.tokenizer, [p.prompt for p in problems], n_per_prompt=1,
-                      max_tokens=t.max_tokens, temperature=1.0, top_p=1.0, seed=t.seed, step=0,
-                      greedy=True, device=ctx.device)
-    hits = [ctx.task.is_correct(p, c) for p, c in zip(problems, rollouts.completion_text, strict=True)]
-    lengths = np.diff(rollouts.offsets)
-    return {
-        "eval_accuracy": float(np.mean(hits)) if hits else 0.0,
+    prompts = [p.prompt for p in problems]
+    greedy = sample(ctx.model, ctx.tokenizer, prompts, n_per_prompt=1, max_tokens=t.max_tokens,
+                    temperature=1.0, top_p=1.0, seed=t.seed, step=0, greedy=True, device=ctx.device)
+    hits = np.array([ctx.task.is_correct(p, c) for p, c in zip(problems, greedy.completion_text, strict=True)],
+                    dtype=np.float64)
+    lengths = np.diff(greedy.offsets)
+    out: Metrics = {
+        "eval_accuracy": float(hits.mean()) if len(hits) else 0.0,
+        "eval_accuracy_se": standard_error(hits),
+        "eval_size": len(problems),
         "eval_mean_length": float(lengths.mean()) if len(lengths) else 0.0,
-        "eval_time_s": time.perf_counter() - t0,
     }
+    if k > 0 and problems:
+        sampled = sample(ctx.model, ctx.tokenizer, prompts, n_per_prompt=k, max_tokens=t.max_tokens,
+                         temperature=t.temperature, top_p=t.top_p, seed=t.seed, step=0,
+                         device=ctx.device)
+        per_problem = np.array([ctx.task.is_correct(problems[i // k], c)
+                                for i, c in enumerate(sampled.completion_text)],
+                               dtype=np.float64).reshape(len(problems), k).mean(axis=1)
+        out.update({"eval_sampled_accuracy": float(per_problem.mean()),
+                    "eval_sampled_accuracy_se": standard_error(per_problem), "eval_samples": k})
+    out["eval_time_s"] = time.perf_counter() - t0
+    return out
+
+
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of per-problem scores (sample std, ddof=1); 0 for n < 2."""
+    n = len(values)
+    return float(values.std(ddof=1) / np.sqrt(n)) if n >= 2 else 0.0

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-FORMAT_VERSION = 2  # bump when the build recipe changes: old entries are then ignored
+FORMAT_VERSION = 3  # bump when the build recipe changes: old entries are then ignored
 META_FILE = "retrain_model.json"
 
 PRESETS: dict[str, dict[str, int]] = {

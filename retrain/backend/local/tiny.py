@@ -3,8 +3,10 @@
 Data flow: `model = "tiny"` ─▶ **ensure_tiny_model** ─▶ a model directory ─▶ load_model_and_tokenizer.
 
 No model can be downloaded here, so `tiny`/`small` are built from a `LlamaConfig`, trained with a
-few hundred supervised steps on the configured task (loss on answer + EOS only) until greedy
-decoding gets a fair share right, so RL has reward signal, then saved with `save_pretrained`.
+converging cycle of supervised steps on the task's demonstrations (loss on the completion + EOS
+only), then saved with `save_pretrained`. Demonstrations come from `task.demonstration` when the
+task has one: arithmetic shows a dropped carry on a share of them (`model.warmup_flaw_rate`), so
+the warmed-up policy is stochastic exactly where RL can improve it; see docs/getting-started.md.
 The entry is keyed by a hash of everything that changes the weights. Builders take an exclusive
 `flock` on the entry's lock file, build into a temp dir and rename it into place, so two processes
 asking for the same entry build it once and the second just loads it.
@@ -46,6 +48,7 @@ from retrain.io import atomic_write_json
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 PairsFn = Callable[[int, int], list[tuple[str, str]]]
+CorrectFn = Callable[[int, str], bool]  # (index of the eval pair, completion) -> correct
 
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:
@@ -132,37 +135,32 @@ def _train_phase(
 def warm_up(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs_fn: PairsFn, *,
     steps: int, lr: float, batch_size: int, seed: int, progress: bool = True,
-    eval_pairs: list[tuple[str, str]] | None = None, target_accuracy: float = 0.5,
+    eval_pairs: list[tuple[str, str]] | None = None, is_correct: CorrectFn | None = None,
+    eval_max_tokens: int | None = None,
 ) -> tuple[float, float, int]:
-    """Supervised warm-up; returns (final loss, greedy accuracy on eval_pairs, steps taken).
+    """Supervised warm-up, one cosine cycle; returns (final loss, greedy accuracy, steps taken).
 
-    Some seeds learn addition later than others. When eval_pairs are given and the accuracy is
-    below target after `steps`, up to two more cycles of steps // 2 at lr / 3 run (deterministic,
-    so the cache key still describes the result).
+    The cycle is long enough to converge on the demonstrations (1500 steps by default): a warm-up
+    stopped mid-transition leaves a policy whose RL objective is too sharp to climb (issue 12).
+    The greedy accuracy on `eval_pairs` is only measured and recorded, never a stopping rule.
     """
     torch.manual_seed(seed)
     loss = _train_phase(model, tokenizer, pairs_fn, first_step=0, steps=steps, lr=lr,
                         batch_size=batch_size, progress=progress)
-    done = steps
-    accuracy = greedy_accuracy(model, tokenizer, eval_pairs) if eval_pairs else float("nan")
-    for _ in range(2):
-        if not eval_pairs or accuracy >= target_accuracy or steps < 2:
-            break
-        if progress:
-            print(f"[warm-up] accuracy {accuracy:.1%} < {target_accuracy:.0%}: "
-                  f"{steps // 2} more steps", file=sys.stderr, flush=True)
-        loss = _train_phase(model, tokenizer, pairs_fn, first_step=done, steps=steps // 2,
-                            lr=lr / 3, batch_size=batch_size, progress=progress)
-        done += steps // 2
-        accuracy = greedy_accuracy(model, tokenizer, eval_pairs)
-    return loss, accuracy, done
+    accuracy = (greedy_accuracy(model, tokenizer, eval_pairs, is_correct=is_correct,
+                                max_tokens=eval_max_tokens) if eval_pairs else float("nan"))
+    return loss, accuracy, steps
 
 
 def greedy_accuracy(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]],
-    *, max_tokens: int | None = None,
+    *, max_tokens: int | None = None, is_correct: CorrectFn | None = None,
 ) -> float:
-    """Fraction of prompts whose greedy completion equals the answer (whitespace-stripped)."""
+    """Fraction of prompts whose greedy completion is correct.
+
+    `is_correct(i, completion)` judges pair i (the task's own check); without it the completion
+    must equal the answer, whitespace-stripped.
+    """
     from retrain.backend.local.sampler import sample
 
     if not pairs:
@@ -171,7 +169,11 @@ def greedy_accuracy(
         max_tokens = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for _, a in pairs) + 2
     roll = sample(model, tokenizer, [p for p, _ in pairs], n_per_prompt=1, max_tokens=max_tokens,
                   temperature=1.0, top_p=1.0, seed=0, step=0, greedy=True)
-    hits = [txt.strip() == ans.strip() for txt, (_, ans) in zip(roll.completion_text, pairs, strict=True)]
+    if is_correct is None:
+        hits = [txt.strip() == ans.strip()
+                for txt, (_, ans) in zip(roll.completion_text, pairs, strict=True)]
+    else:
+        hits = [is_correct(i, txt) for i, txt in enumerate(roll.completion_text)]
     return float(np.mean(hits))
 
 
@@ -186,6 +188,8 @@ def ensure_tiny_model(
     seed: int,
     cache_dir: Path | None = None,
     eval_pairs: list[tuple[str, str]] | None = None,
+    is_correct: CorrectFn | None = None,
+    eval_max_tokens: int | None = None,
     progress: bool = True,
 ) -> Path:
     """Return the cached model dir for these settings, building it first if needed (process-safe)."""
@@ -202,7 +206,7 @@ def ensure_tiny_model(
                 return final
             _build_entry(preset, final, key=key, pairs_fn=pairs_fn, task_key=task_key, steps=steps,
                          lr=lr, batch_size=batch_size, seed=seed, eval_pairs=eval_pairs,
-                         progress=progress)
+                         is_correct=is_correct, eval_max_tokens=eval_max_tokens, progress=progress)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return final
@@ -210,7 +214,8 @@ def ensure_tiny_model(
 
 def _build_entry(
     preset: str, final: Path, *, key: str, pairs_fn: PairsFn, task_key: dict, steps: int,
-    lr: float, batch_size: int, seed: int, eval_pairs: list[tuple[str, str]] | None, progress: bool,
+    lr: float, batch_size: int, seed: int, eval_pairs: list[tuple[str, str]] | None,
+    is_correct: CorrectFn | None, eval_max_tokens: int | None, progress: bool,
 ) -> None:
     t0 = time.perf_counter()
     random.seed(seed)
@@ -223,7 +228,8 @@ def _build_entry(
               file=sys.stderr, flush=True)
     final_loss, accuracy, steps_done = warm_up(
         model, tokenizer, pairs_fn, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
-        progress=progress, eval_pairs=eval_pairs)
+        progress=progress, eval_pairs=eval_pairs, is_correct=is_correct,
+        eval_max_tokens=eval_max_tokens)
     build_s = time.perf_counter() - t0
     if progress:
         print(f"[tiny] warm-up done in {build_s:.1f}s: loss {final_loss:.4f}, greedy accuracy "
