@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Group
 from rich.text import Text
 
-from retrain.analysis import stats
+from retrain.analysis import gain, stats
 from retrain.analysis.formats import (
     OutputFormat,
     csv_text,
@@ -25,8 +25,10 @@ from retrain.analysis.formats import (
 )
 from retrain.analysis.loading import AnalysisError, RunData, as_number, check_metric, collect_runs
 
-DEFAULT_BASELINE = "grpo+none"
-STATS = (*stats.RUN_STATS, "eval_accuracy")
+DEFAULT_BASELINE = gain.DEFAULT_BASELINE
+# eval_gain / eval_sampled_gain: final − initial eval (greedy / mean@k) of each run.
+EVAL_STATS = ("eval_accuracy", "eval_gain", "eval_sampled_gain")
+STATS = (*stats.RUN_STATS, *EVAL_STATS)
 CI_METHODS = ("t", "bootstrap")
 TESTS = ("t", "wilcoxon")
 
@@ -78,15 +80,15 @@ def compare_runs(
 ) -> list[dict[str, object]]:
     """Rows with, per statistic s in STATS: `s_mean`, `s_low`, `s_high` (interval over seeds);
     and against the baseline on statistic `stat`: `diff`, `p_value`, `test`, `n_pairs`, `verdict`.
+    `eval_gain` / `eval_sampled_gain` are each run's final − initial eval (see `gain.run_eval`);
+    the full gain table with Holm adjustment and MDE is `gain.gain_rows`.
     """
     _check_options(runs, metric=metric, last_n=last_n, stat=stat, ci=ci, test=test, level=level)
     higher = stats.higher_is_better(metric)
     if threshold is None:
         threshold = default_threshold(runs, metric)
     conditions = list(dict.fromkeys(r.condition for r in runs))
-    base = baseline or (DEFAULT_BASELINE if DEFAULT_BASELINE in conditions else conditions[0])
-    if base not in conditions:
-        raise AnalysisError(f"unknown baseline '{base}'; conditions: {', '.join(conditions)}")
+    base = gain.resolve_baseline(conditions, baseline)
     # Keyed by position in `runs`: names repeat when a tree holds several campaigns.
     per_run: dict[str, dict[int, dict[str, float | None]]] = {}
     for idx, run in enumerate(runs):
@@ -95,6 +97,8 @@ def compare_runs(
             continue  # pending: nothing logged yet
         summary = stats.run_stats(steps, values, last_n=last_n, threshold=threshold, higher=higher)
         summary["eval_accuracy"] = final_eval_accuracy(run)
+        summary["eval_gain"] = gain.run_eval(run, "accuracy").gain
+        summary["eval_sampled_gain"] = gain.run_eval(run, "sampled_accuracy").gain
         per_run.setdefault(run.condition, {})[idx] = summary
     rows = []
     for cond in conditions:
@@ -164,8 +168,8 @@ def _baseline_columns(cond: str, base: str, per_run: dict[str, dict[int, dict[st
                 "verdict": "baseline"}
     result = stats.compare_to_baseline(_seed_map(per_run.get(cond, {}), runs, stat),
                                        _seed_map(per_run.get(base, {}), runs, stat), test=test)
-    label = "eval_accuracy" if stat == "eval_accuracy" else f"{metric} ({stat})"
-    if stat == "eval_accuracy":
+    label = stat if stat in EVAL_STATS else f"{metric} ({stat})"
+    if stat in EVAL_STATS:
         higher = True
     elif stat == "steps_to_threshold":
         higher = False  # reaching the threshold in fewer steps is better
@@ -184,7 +188,7 @@ def _display(rows: Sequence[dict[str, object]]) -> tuple[list[str], list[list[st
     stat = first.get("stat")
     columns = ["condition", "n", "final", "best", f"last-{first.get('last_n')}", "AUC",
                f"steps→{fmt_number(thr)}" if thr is not None else "steps→thr", "eval acc",
-               f"Δ {stat}", "p", "test", "verdict"]
+               "eval gain", f"Δ {stat}", "p", "test", "verdict"]
     cells = []
     for row in rows:
 
@@ -198,7 +202,7 @@ def _display(rows: Sequence[dict[str, object]]) -> tuple[list[str], list[list[st
         done = f"{row['n']}" + (f" ({row['runs_done']}/{row['runs_total']} done)"
                                 if row["runs_done"] != row["runs_total"] else "")
         cells.append([str(row["condition"]), done, iv("final"), iv("best"), iv("last_n"), iv("auc"),
-                      steps, iv("eval_accuracy"), fmt_number(row.get("diff")),
+                      steps, iv("eval_accuracy"), iv("eval_gain"), fmt_number(row.get("diff")),
                       fmt_number(row.get("p_value"), 3), fmt_number(row.get("test")),
                       str(row.get("verdict"))])
     return columns, cells

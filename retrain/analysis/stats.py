@@ -179,6 +179,51 @@ def _caveat(result: TestResult) -> str:
     return ""
 
 
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of p-values tested together (None stays None, not counted).
+
+    With the m real p-values sorted, p_(1) <= ... <= p_(m): adj_(i) = max over j <= i of
+    min(1, (m - j + 1) · p_(j)). It controls the family-wise error at alpha under any dependence.
+    Written here because scipy has no Holm adjustment (its `false_discovery_control` is BH/BY)
+    and statsmodels (`multipletests(method="holm")`, which gives the same numbers) is not a
+    dependency.
+    """
+    ranked = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(ranked)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for j, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (m - j) * p))
+        out[i] = running
+    return out
+
+
+def min_detectable_effect(n: int, sd: float | None, *, alpha: float = 0.05,
+                          power: float = 0.8) -> float | None:
+    """The smallest true mean difference that a two-sided paired t-test over `n` pairs finds
+    (p < alpha) with probability `power`, when the per-pair differences have standard deviation
+    `sd`. None below 2 pairs or without spread.
+
+    Power at a true difference d is P(|T| > t_crit) for T ~ noncentral t(n - 1, d·√n / sd)
+    (scipy.stats.nct), solved for d with brentq; statsmodels' TTestPower gives the same value.
+    """
+    if n < 2 or sd is None or not math.isfinite(sd) or sd <= 0:
+        return None
+    from scipy import optimize, stats
+
+    df = n - 1
+    crit = float(stats.t.ppf(1.0 - alpha / 2.0, df))
+
+    def shortfall(effect: float) -> float:
+        nc = effect * math.sqrt(n)
+        lower = float(stats.nct.cdf(-crit, df, nc))  # NaN where it underflows (~0)
+        return float(stats.nct.sf(crit, df, nc)) + (lower if math.isfinite(lower) else 0.0) - power
+
+    # In units of sd; the effect needed grows fast as n falls (~10 sd at n = 2).
+    d = float(optimize.brentq(shortfall, 0.0, 100.0, xtol=1e-10))
+    return d * sd
+
+
 def ema(values: list[float], weight: float) -> list[float]:
     """Exponential moving average with the start-up bias removed (as TensorBoard's smoothing).
 

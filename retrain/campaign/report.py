@@ -64,17 +64,26 @@ def run_squeeze(spec: CampaignSpec, out: Path, run_name: str, *, say: Say, show:
 
 def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say,
                      show: Show) -> list[dict[str, Any]] | None:
-    """Per condition: final eval accuracy and mean reward over the last N steps, mean ± 95% CI
-    over seeds, vs the baseline. Printed, written to summary.md, returned for the manifest."""
-    from retrain.analysis.compare import comparison_rows, render_comparison
+    """Per condition, over seeds: the gain of held-out accuracy over the condition's own initial
+    eval (mean, 95% t-interval, paired test vs the baseline), then the mean reward over the last
+    N steps and the other curve statistics. Printed, written to summary.md (gain table first),
+    returned for the manifest (each comparison row carries its gain row under `gain`)."""
+    from retrain.analysis.compare import compare_runs, render_comparison
+    from retrain.analysis.gain import gain_rows, render_gains_md, render_gains_rich
+    from retrain.analysis.loading import collect_runs
     from retrain.errors import RetrainError
 
     last_n = spec.base.campaign.compare_last_n
     try:
-        rows = comparison_rows(out, metric="mean_reward", last_n=last_n)
+        runs = collect_runs(out)
+        rows = compare_runs(runs, metric="mean_reward", last_n=last_n)
+        gains = gain_rows(runs, baseline=str(rows[0]["baseline"]) if rows else None)
     except RetrainError as exc:
         say(f"[yellow]no comparison[/]: {escape(str(exc))}")
         return None
+    by_cond = {g["condition"]: g for g in gains}
+    for row in rows:
+        row["gain"] = by_cond.get(row["condition"])
     counts = manifest.counts()
     failed = {n: r for n, r in manifest.runs.items() if r["status"] == "failed"}
     lines = [
@@ -83,7 +92,11 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say,
         f"Spec hash `{manifest.data['spec_hash']}`; runs: "
         + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ".",
         "",
-        f"## Comparison (mean reward over the last {last_n} steps; final eval accuracy; "
+        "## Gain over each condition's own initial eval",
+        "",
+        render_gains_md(gains).rstrip(),
+        "",
+        f"## Training curves (mean reward over the last {last_n} steps; final eval accuracy; "
         "mean and 95% interval over seeds)",
         "",
         str(render_comparison(rows, "md")).rstrip(),
@@ -102,10 +115,8 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say,
             lines += [f"- `{name}` (attempts {rec.get('attempts', 0)}):", "", "  ```",
                       *[f"  {t}" for t in tail], "  ```", ""]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    show(render_gains_rich(gains))
     show(summary_table(rows, last_n=last_n))
-    for r in rows:
-        if r.get("verdict") and r.get("verdict") != "baseline":
-            show(f"[bold]{r['condition']}[/]: {r['verdict']}")
     for name, rec in failed.items():
         last = (rec.get("error") or "").strip().splitlines()[-1:] or [""]
         say(f"[red]failed[/] {name}: {escape(last[0])}")
@@ -122,22 +133,21 @@ def _ci(row: dict[str, Any], key: str) -> str:
 
 
 def summary_table(rows: list[dict[str, Any]], *, last_n: int) -> Any:
-    """The end-of-campaign table: one line per condition, fits 80 columns."""
+    """The training-reward table under the gain table: one line per condition, fits 80 columns."""
     from rich.table import Table
 
     base = rows[0].get("baseline") if rows else None
-    table = Table(title="conditions: mean ± 95% CI half-width over seeds", title_justify="left",
+    table = Table(title="training reward: mean ± 95% CI half-width over seeds", title_justify="left",
                   caption=f"reward = mean reward over the last {last_n} steps; Δ and paired p vs {base}",
                   caption_justify="left")
     table.add_column("condition", no_wrap=True)
     table.add_column("n", justify="right")
-    table.add_column("eval acc", justify="right", no_wrap=True)
     table.add_column("reward", justify="right", no_wrap=True)
     table.add_column("Δ reward", justify="right")
     table.add_column("p", justify="right")
     for r in rows:
         diff, p = r.get("diff"), r.get("p_value")
-        table.add_row(str(r["condition"]), str(r.get("n", "")), _ci(r, "eval_accuracy"), _ci(r, "last_n"),
+        table.add_row(str(r["condition"]), str(r.get("n", "")), _ci(r, "last_n"),
                       f"{diff:+.3f}" if isinstance(diff, int | float) else "—",
                       f"{p:.3f}" if isinstance(p, int | float) else "—")
     return table

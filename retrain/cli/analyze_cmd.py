@@ -29,6 +29,8 @@ class Stat(StrEnum):
     auc = "auc"
     steps_to_threshold = "steps_to_threshold"
     eval_accuracy = "eval_accuracy"
+    eval_gain = "eval_gain"
+    eval_sampled_gain = "eval_sampled_gain"
 
 
 class CiMethod(StrEnum):

@@ -48,7 +48,7 @@ class ModelConfig:
     device: str = _f("auto", "'auto' picks cuda when present, else cpu", choices=("auto", "cpu", "cuda", "mps"))
     local_files_only: bool = _f(True, "never reach the hub when loading a named model")
     trust_remote_code: bool = _f(False, "allow custom model code from the model dir")
-    warmup_steps: int = _f(1500, "supervised warm-up steps when building a tiny/small preset (one cosine cycle; long enough to converge)", ge=0)
+    warmup_steps: int = _f(2500, "supervised warm-up steps when building a tiny/small preset (one cosine cycle, long enough to converge on the demonstrations)", ge=0)
     warmup_lr: float = _f(3e-3, "learning rate of the supervised warm-up", gt=0)
     warmup_batch_size: int = _f(64, "examples per supervised warm-up step", ge=1)
     warmup_seed: int = _f(0, "seed of the supervised warm-up (part of the cache key)", ge=0)
@@ -103,7 +103,7 @@ class TrainingConfig:
 @dataclass(frozen=True, kw_only=True)
 class OptimizerConfig:
     name: str = _f("adamw", "optimizer", choices=("adamw",))
-    lr: float = _f(1e-4, "peak learning rate (LoRA RL is noisy: higher rates made the tiny model worse, see docs/getting-started.md)", gt=0)
+    lr: float = _f(1e-4, "peak learning rate; 0 = an untrained control (samples, scores and evaluates like any run, never changes the adapter)", ge=0)
     weight_decay: float = _f(0.0, "AdamW weight decay", ge=0)
     beta1: float = _f(0.9, "AdamW beta1", ge=0, lt=1)
     beta2: float = _f(0.999, "AdamW beta2", ge=0, lt=1)

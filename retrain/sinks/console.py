@@ -41,7 +41,7 @@ from retrain.sinks.text import TextReport
 
 # Shown in the live metrics table, in this order, when present.
 LIVE_FIELDS = ("loss", "mean_reward", "correct_rate", "running_correct_rate", "eval_accuracy",
-               "kl", "grad_norm", "clip_frac", "lr", "sepa_lambda", "batch_size", "group_size",
+               "eval_accuracy_se", "eval_sampled_accuracy", "kl", "grad_norm", "clip_frac", "lr", "sepa_lambda", "batch_size", "group_size",
                "tokens_per_s", "step_time_s", "bp_action", "bp_regime")
 
 
@@ -51,6 +51,14 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _acc(metrics: Mapping[str, Any]) -> str:
+    """Eval accuracy with its standard error when known: `0.552±0.022`."""
+    acc, se = metrics.get("eval_accuracy"), metrics.get("eval_accuracy_se")
+    if isinstance(acc, float) and isinstance(se, float):
+        return f"{acc:.3f}±{se:.3f}"
+    return _fmt(acc)
 
 
 def default_console() -> Console:
@@ -178,7 +186,7 @@ class ConsoleSink(NullSink):
             self._progress.update(
                 self._task, completed=self.step,
                 reward=_fmt(self.latest.get("mean_reward")),
-                acc=_fmt(self.latest.get("eval_accuracy")),
+                acc=_acc(self.latest),
                 sps="-" if sps is None else f"{sps:.2f}")
 
     def _layout(self) -> RenderableType:
@@ -254,7 +262,7 @@ class CampaignDisplay:
             row = self.rows.setdefault(run_name, {"status": "", "metrics": {}})
             changed = row["status"] != status
             row.update(step=step, max_steps=max_steps, status=status)
-            row["metrics"].update({eval_key(k) if k in ("accuracy", "mean_length") else k: v
+            row["metrics"].update({eval_key(k) if k in ("accuracy", "accuracy_se", "mean_length") else k: v
                                    for k, v in (metrics or {}).items()})
             self._show(run_name, changed)
 
@@ -290,5 +298,5 @@ class CampaignDisplay:
                 ProgressBar(total=max(1, row.get("max_steps", 0)), completed=row.get("step", 0),
                             width=20),
                 f"{row.get('step', 0)}/{row.get('max_steps', 0)}",
-                _fmt(m.get("mean_reward")), _fmt(m.get("eval_accuracy")), _fmt(m.get("loss")))
+                _fmt(m.get("mean_reward")), _acc(m), _fmt(m.get("loss")))
         return table

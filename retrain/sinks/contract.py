@@ -32,8 +32,18 @@ EXTRA_FIELDS: tuple[str, ...] = (
 )
 METRICS_FIELDS: tuple[str, ...] = CORE_FIELDS + EXTRA_FIELDS
 
-# Eval fields appear on rows of steps that evaluated (and alone on the step-0 row).
+# Present when the step computed them, type-checked when present: the planning-token share
+# (every transform mode) and the share of tokens whose advantage HICRA changed (hicra modes only).
+OPTIONAL_FIELDS: tuple[str, ...] = ("planning_token_frac", "num_planning_tokens",
+                                    "hicra_changed_frac")
+
+# Eval fields appear on rows of steps that evaluated (and alone on the step-0 row). Every eval
+# has EVAL_FIELDS; EVAL_EXTRA_FIELDS come with the eval's size and standard errors, the sampled
+# (mean@k) ones only when eval.samples > 0. Older run dirs hold only EVAL_FIELDS.
 EVAL_FIELDS: tuple[str, ...] = ("eval_accuracy", "eval_mean_length")
+EVAL_EXTRA_FIELDS: tuple[str, ...] = (
+    "eval_accuracy_se", "eval_size", "eval_sampled_accuracy", "eval_sampled_accuracy_se",
+    "eval_samples", "eval_time_s")
 
 EMERGENCE_STEP_FIELDS: tuple[str, ...] = (
     "step", "mean_reward", "correct_count", "total_count", "condition")
@@ -63,7 +73,14 @@ FIELD_TYPES: dict[str, str] = {
     # null before the first USL fit or with back-pressure off
     "bp_p_star": _OPT_FLOAT, "bp_sigma": _OPT_FLOAT, "bp_kappa": _OPT_FLOAT,
     "bp_utilization": _OPT_FLOAT, "bp_throughput": _OPT_FLOAT, "bp_warmup": _BOOL,
+    "planning_token_frac": _FLOAT, "num_planning_tokens": _INT, "hicra_changed_frac": _FLOAT,
     "eval_accuracy": _FLOAT, "eval_mean_length": _FLOAT,
+    "eval_accuracy_se": _FLOAT,  # standard error over held-out problems (sample std / sqrt(n))
+    "eval_size": _INT,  # held-out problems in the eval
+    "eval_sampled_accuracy": _FLOAT,  # mean@k at the training temperature
+    "eval_sampled_accuracy_se": _FLOAT,  # standard error over problems of the per-problem mean@k
+    "eval_samples": _INT,  # k
+    "eval_time_s": _FLOAT,
 }
 
 
@@ -84,8 +101,9 @@ def validate_row(row: Mapping[str, Any]) -> list[str]:
     """Problems with one metrics.jsonl row (empty list = valid).
 
     A training row (step >= 1) needs every METRICS_FIELDS entry with its type; the step-0 row
-    is the initial eval and needs step, condition and the EVAL_FIELDS only. Eval fields, when
-    present, must be numbers; other extra keys are allowed.
+    is the initial eval and needs step, condition and the EVAL_FIELDS only. OPTIONAL_FIELDS and
+    the other eval fields, when present, must have their type (unknown `eval_*` keys: numbers);
+    other extra keys are allowed.
     """
     step = row.get("step")
     if not _type_ok(step, _INT):
@@ -98,8 +116,13 @@ def validate_row(row: Mapping[str, Any]) -> list[str]:
         elif not _type_ok(row[name], FIELD_TYPES[name]):
             problems.append(f"{name}: expected {FIELD_TYPES[name]}, got {row[name]!r}")
     for name, value in row.items():
-        if name.startswith("eval_") and name not in required and not _type_ok(value, _OPT_FLOAT):
-            problems.append(f"{name}: expected float|null, got {value!r}")
+        if name in required:
+            continue
+        kind = FIELD_TYPES.get(name) if name in OPTIONAL_FIELDS or name.startswith("eval_") else None
+        if kind is None and name.startswith("eval_"):
+            kind = _OPT_FLOAT
+        if kind is not None and not _type_ok(value, kind):
+            problems.append(f"{name}: expected {kind}, got {value!r}")
     return problems
 
 

@@ -30,8 +30,22 @@ _COMPUTED = ("run", "condition", "seed", "status", "wall_time_s", "steps_done", 
              "best_eval")
 
 
+# summary.json eval key -> metrics.jsonl field; None where the eval did not report it (older
+# trainers report only accuracy and mean_length; the sampled keys need eval.samples > 0).
+EVAL_VIEW: dict[str, str] = {
+    "accuracy": "eval_accuracy", "accuracy_se": "eval_accuracy_se",
+    "sampled_accuracy": "eval_sampled_accuracy", "sampled_accuracy_se": "eval_sampled_accuracy_se",
+    "size": "eval_size", "samples": "eval_samples", "mean_length": "eval_mean_length",
+}
+DELTA_KEYS = ("accuracy", "sampled_accuracy", "mean_length")
+
+
 def _eval_view(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {"accuracy": values.get("eval_accuracy"), "mean_length": values.get("eval_mean_length")}
+    return {key: values.get(field) for key, field in EVAL_VIEW.items()}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def build_summary(
@@ -44,18 +58,18 @@ def build_summary(
     params_total: int | None,
     params_trainable: int | None,
 ) -> dict[str, Any]:
-    """The summary.json document; pure. `evals`: step -> {eval_accuracy, eval_mean_length, ...}."""
+    """The summary.json document; pure. `evals`: step -> {eval_accuracy, eval_accuracy_se, ...}.
+
+    initial_eval / final_eval hold every EVAL_VIEW key (None where the eval lacked it); deltas
+    are final - initial for DELTA_KEYS (None unless both are numbers).
+    """
     initial = _eval_view(evals[0]) if 0 in evals else None
     trained = {s: v for s, v in evals.items() if s > 0}
     final = _eval_view(trained[max(trained)]) if trained else None
     deltas: dict[str, float | None] | None = None
     if initial is not None and final is not None:
-        deltas = {
-            k: (final[k] - initial[k]
-                if isinstance(final[k], int | float) and isinstance(initial[k], int | float)
-                else None)
-            for k in ("accuracy", "mean_length")
-        }
+        deltas = {k: (final[k] - initial[k] if _number(final[k]) and _number(initial[k]) else None)
+                  for k in DELTA_KEYS}
     best: dict[str, Any] | None = None
     for step in sorted(evals):  # earliest step wins a tie
         acc = evals[step].get("eval_accuracy")

@@ -40,13 +40,56 @@ def train_line(metrics: Mapping[str, Any], max_steps: int) -> str:
     )
 
 
+def _with_se(value: Any, se: Any) -> str:
+    """`0.552±0.022`: an eval figure with its standard error over held-out problems."""
+    text = _num(value, ".3f") if isinstance(value, float) else _num(value, ".4g")
+    return text + (f"±{se:.3f}" if isinstance(se, float) else "")
+
+
+def _sampled_name(values: Mapping[str, Any]) -> str:
+    k = values.get("eval_samples")
+    return f"sampled@{k}" if isinstance(k, int) and not isinstance(k, bool) else "sampled"
+
+
+# Shown by eval_line in their own form; every other eval key follows as name=value.
+_EVAL_SHOWN = frozenset({"eval_accuracy", "eval_accuracy_se", "eval_sampled_accuracy",
+                         "eval_sampled_accuracy_se", "eval_samples", "eval_size",
+                         "eval_time_s"})
+
+
 def eval_line(step: int, metrics: Mapping[str, Any]) -> str:
-    parts = " ".join(
-        f"{eval_key(k)[len('eval_'):]}={_num(v, '.4g')}" for k, v in metrics.items()
-        if not isinstance(v, str)
-    )
+    """`[eval] step=20 accuracy=0.552±0.022 sampled@4=0.401±0.015 n=500 mean_length=5.3 7.1s`."""
+    m = {eval_key(k): v for k, v in metrics.items()}
+    parts = []
+    if "eval_accuracy" in m:
+        parts.append(f"accuracy={_with_se(m['eval_accuracy'], m.get('eval_accuracy_se'))}")
+    if "eval_sampled_accuracy" in m:
+        parts.append(f"{_sampled_name(m)}="
+                     f"{_with_se(m['eval_sampled_accuracy'], m.get('eval_sampled_accuracy_se'))}")
+    if "eval_size" in m:
+        parts.append(f"n={_num(m['eval_size'], 'd')}")
+    parts += [f"{k[len('eval_'):]}={_num(v, '.4g')}" for k, v in m.items()
+              if k not in _EVAL_SHOWN and not isinstance(v, str)]
+    if "eval_time_s" in m:
+        parts.append(f"{_num(m['eval_time_s'], '.1f')}s")
     label = "initial" if step == 0 else f"step={step}"
-    return f"[eval] {label} {parts}"
+    return f"[eval] {label} {' '.join(parts)}"
+
+
+def done_eval_line(status: str, initial: Mapping[str, Any] | None,
+                   final: Mapping[str, Any]) -> str:
+    """`[done] eval accuracy 0.610±0.022 (initial 0.552±0.022, gain +0.058); sampled@4 …`."""
+    text = f"[{status}] eval"
+    for name, key in (("accuracy", "eval_accuracy"), (_sampled_name(final), "eval_sampled_accuracy")):
+        value = final.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        text += ("" if text.endswith("eval") else ";") + f" {name} {_with_se(value, final.get(key + '_se'))}"
+        start = (initial or {}).get(key)
+        if isinstance(start, int | float) and not isinstance(start, bool):
+            text += (f" (initial {_with_se(start, (initial or {}).get(key + '_se'))},"
+                     f" gain {value - start:+.3f})")
+    return text
 
 
 def one_line(text: str, limit: int) -> str:
@@ -120,8 +163,8 @@ class TextReport:
         self.info: RunInfo | None = None
         self.loss = LossTracker()
         self.last_generations: list[Mapping[str, Any]] = []
-        self.initial_acc: float | None = None
-        self.final_acc: float | None = None
+        self.initial_eval: dict[str, Any] | None = None  # eval_* values of step 0
+        self.final_eval: dict[str, Any] | None = None  # of the latest eval
 
     def start(self, info: RunInfo) -> None:
         self.info = info
@@ -130,7 +173,7 @@ class TextReport:
             self.loss.resume_from(metrics_path, info.start_step)
             for row in read_jsonl(metrics_path):  # the initial eval, for the final comparison
                 if row.get("step") == 0 and isinstance(row.get("eval_accuracy"), int | float):
-                    self.initial_acc = float(row["eval_accuracy"])
+                    self.initial_eval = {k: v for k, v in row.items() if k.startswith("eval_")}
 
     def step(self, metrics: Mapping[str, Any]) -> list[str]:
         self.loss.observe(metrics)
@@ -141,11 +184,11 @@ class TextReport:
         return []
 
     def eval(self, step: int, metrics: Mapping[str, Any]) -> list[str]:
-        acc = {eval_key(k): v for k, v in metrics.items()}.get("eval_accuracy")
-        if isinstance(acc, int | float):
-            if step == 0:
-                self.initial_acc = float(acc)
-            self.final_acc = float(acc)
+        values = {eval_key(k): v for k, v in metrics.items()}
+        if isinstance(values.get("eval_accuracy"), int | float):
+            if step == 0 and self.initial_eval is None:
+                self.initial_eval = values
+            self.final_eval = values
         return [eval_line(step, metrics)]
 
     def generations(self, records: Sequence[Mapping[str, Any]]) -> None:
@@ -159,11 +202,8 @@ class TextReport:
         status = summary.get("status", "done")
         lines = [f"[{status}] steps={summary.get('steps_done', '-')}"
                  f"/{self.info.max_steps if self.info else '-'}"]
-        if self.final_acc is not None:
-            text = f"[{status}] eval accuracy {self.final_acc:.4f}"
-            if self.initial_acc is not None:
-                text += f" (initial {self.initial_acc:.4f}, {self.final_acc - self.initial_acc:+.4f})"
-            lines.append(text)
+        if self.final_eval is not None:
+            lines.append(done_eval_line(str(status), self.initial_eval, self.final_eval))
         return lines + self.sample_lines()
 
     def sample_lines(self) -> list[str]:

@@ -9,6 +9,15 @@ repetition), then combined pairwise in random order with random operators of the
 expression that uses every number once. Division is only chosen when it is exact, subtraction
 keeps intermediates non-negative, and the target is at least 1. The held-out key is the sorted
 numbers plus the target, so a reordering of an eval problem never appears in training.
+
+Reasoning mode (`data.countdown_reasoning`): completions think before answering and only the
+expression inside the last `<answer>…</answer>` is graded; a completion without the tags scores
+0. The tiny model's warm-up demonstrations are then short traces built from planning phrases of
+the default HICRA grams, so planning tokens occur in the policy's completions:
+
+    let me think: 3+5=8, 8+7=15. <answer>3+5+7</answer>
+    let me think: 3+5=8, 8-7=1. that doesn't work. try another approach: 3+5=8, 8+7=15. <answer>3+5+7</answer>
+    let me think: 3+5=8, 8-7=1. <answer>3+5-7</answer>      (the flaw: a missed attempt accepted)
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from dataclasses import dataclass
 from retrain.config.schema import DataConfig
 from retrain.errors import DataError
 from retrain.tasks.base import Problem
-from retrain.tasks.countdown_expr import countdown_reward
+from retrain.tasks.countdown_expr import countdown_reward, evaluate, evaluation_steps
 from retrain.tasks.streams import SplitStreams
 
 # Operator groups of the continual-learning curriculum (shared/seeds/001).
@@ -33,6 +42,8 @@ OPERATOR_GROUPS: dict[str, str] = {
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 _ATOM = 3
 _TARGET_TRIES = 20  # redraws of the expression until the target is >= 1
+_MISS_TRIES = 8  # redraws of a wrong first attempt until its value misses the target
+RETRY_SHARE = 0.3  # share of correct reasoning traces that first show a failed attempt
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,32 @@ def make_problem(numbers: list[int], target: int, answer: str, ops_group: str) -
     return Problem(format_prompt(numbers, target), answer, meta)
 
 
+def attempt_text(expression: str, ops: str) -> str:
+    """One attempt of a reasoning trace: its operations in evaluation order ("3+5=8, 8+7=15")."""
+    return ", ".join(evaluation_steps(expression, ops)) or expression
+
+
+def reasoning_trace(attempts: list[str], answer: str, ops: str) -> str:
+    """'let me think: <attempt>. [that doesn't work. try another approach: <attempt>.] <answer>…'"""
+    shown = [attempt_text(a, ops) for a in attempts]
+    body = ". that doesn't work. try another approach: ".join(shown)
+    return f"let me think: {body}. <answer>{answer}</answer>"
+
+
+def missed_attempt(numbers: list[int], target: int, ops: str, rng: random.Random) -> str | None:
+    """A plausible wrong expression: the group's operators over the numbers, missing the target.
+
+    With '+' alone every expression over all numbers reaches the target, so the fallback drops
+    one number (numbers are >= 1, so the value changes). None if no miss was found.
+    """
+    for pool in (numbers, numbers[:-1]):
+        for _ in range(_MISS_TRIES if len(pool) > 1 else 1):
+            text = random_expression(list(pool), ops, rng).text
+            if evaluate(text, ops)[0] != target:
+                return text
+    return None
+
+
 def check_countdown(data: DataConfig) -> list[str]:
     """Config problems of the countdown task, each starting with its dotted key."""
     if data.countdown_ops not in OPERATOR_GROUPS:
@@ -132,6 +169,7 @@ class CountdownTask:
         self.count = data.countdown_numbers
         self.max_number = data.countdown_max_number
         self.use_all = data.countdown_use_all
+        self.reasoning = data.countdown_reasoning
         self._streams = SplitStreams(seed, self._draw, data.eval_size)
 
     def _draw(self, rng: random.Random) -> tuple[tuple[tuple[int, ...], int], Problem]:
@@ -145,13 +183,32 @@ class CountdownTask:
     def eval_problems(self, n: int) -> list[Problem]:
         return self._streams.eval_problems(n)
 
+    def demonstration(self, problem: Problem, rng: random.Random, flaw_rate: float) -> str:
+        """The warm-up completion: the answer, or in reasoning mode a short trace (module docstring).
+
+        Reasoning traces: with probability `flaw_rate` a wrong first attempt is accepted as the
+        answer (the flaw RL can fix); otherwise the trace ends in the reference answer, after a
+        failed attempt and "that doesn't work. try another approach:" in RETRY_SHARE of them.
+        """
+        if not self.reasoning:
+            return problem.answer
+        numbers, target = list(problem.meta["numbers"]), int(problem.meta["target"])
+        miss = missed_attempt(numbers, target, self.ops, rng)
+        flawed, retry = rng.random() < flaw_rate, rng.random() < RETRY_SHARE
+        if miss is not None and flawed:
+            return reasoning_trace([miss], miss, self.ops)
+        if miss is not None and retry:
+            return reasoning_trace([miss, problem.answer], problem.answer, self.ops)
+        return reasoning_trace([problem.answer], problem.answer, self.ops)
+
     def reward(self, problem: Problem, completion: str) -> float:
         try:
             numbers = problem.meta["numbers"]
             target = problem.meta["target"]
         except (KeyError, TypeError):
             return 0.0
-        return countdown_reward(completion, numbers, target, self.ops, self.use_all)
+        return countdown_reward(completion, numbers, target, self.ops, self.use_all,
+                                require_tags=self.reasoning)
 
     def is_correct(self, problem: Problem, completion: str) -> bool:
         return self.reward(problem, completion) >= 1.0

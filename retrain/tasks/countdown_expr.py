@@ -12,6 +12,11 @@ group's operators appear, every intermediate result is an integer (so "7/2*2" is
 though it equals 7; division must be exact at the point it happens), no division by zero, and the
 value equals the target. There is no unary minus and no exponent. Oversized input (length,
 nesting, digits) is rejected before any work, so the check is cheap and never raises.
+
+With `require_tags` (reasoning countdown) a completion without an `<answer>…</answer>` span
+scores 0: the text around the tags is reasoning, and grading all of it would reward a bare
+expression that skipped the trace. `evaluation_steps` lists an expression's operations in the
+order they are evaluated, for the reasoning traces of the warm-up.
 """
 
 from __future__ import annotations
@@ -32,13 +37,17 @@ class InvalidExpression(ValueError):
     """Why an answer earns no reward."""
 
 
-def extract_expression(completion: str) -> str:
-    """The part of a completion that is graded: the last <answer>…</answer> if any, else all of it."""
+def answer_span(completion: str) -> str | None:
+    """The content of the last <answer>…</answer>, stripped; None if there is no such span."""
     end = completion.rfind("</answer>")
     start = completion.rfind("<answer>", 0, end) if end >= 0 else -1
-    if start >= 0:
-        return completion[start + len("<answer>"):end].strip()
-    return completion.strip()
+    return completion[start + len("<answer>"):end].strip() if start >= 0 else None
+
+
+def extract_expression(completion: str) -> str:
+    """The part of a completion that is graded: the last <answer>…</answer> if any, else all of it."""
+    span = answer_span(completion)
+    return completion.strip() if span is None else span
 
 
 def tokenize(text: str) -> list[str]:
@@ -123,6 +132,31 @@ class _Parser:
         return result
 
 
+class _StepParser(_Parser):
+    """A parser that also records each operation it applies, in evaluation order."""
+
+    def __init__(self, tokens: list[str], allowed_ops: str) -> None:
+        super().__init__(tokens, allowed_ops)
+        self.steps: list[tuple[Fraction, str, Fraction, Fraction]] = []
+
+    def apply(self, op: str, left: Fraction, right: Fraction) -> Fraction:
+        result = super().apply(op, left, right)
+        self.steps.append((left, op, right, result))
+        return result
+
+
+def evaluation_steps(text: str, allowed_ops: str = "+-*/") -> list[str]:
+    """Each operation of an expression as "a<op>b=c", in evaluation order. Raises InvalidExpression.
+
+    "9-(3+2)" -> ["3+2=5", "9-5=4"]; a lone number has no steps.
+    """
+    parser = _StepParser(tokenize(text), allowed_ops)
+    parser.expr(0)
+    if parser.peek() is not None:
+        raise InvalidExpression(f"unexpected {parser.peek()!r} after the expression")
+    return [f"{a}{op}{b}={c}" for a, op, b, c in parser.steps]
+
+
 def evaluate(text: str, allowed_ops: str = "+-*/") -> tuple[Fraction, list[int]]:
     """Value of an expression and the number literals it used, in order. Raises InvalidExpression."""
     parser = _Parser(tokenize(text), allowed_ops)
@@ -133,9 +167,12 @@ def evaluate(text: str, allowed_ops: str = "+-*/") -> tuple[Fraction, list[int]]
 
 
 def check_answer(
-    completion: str, numbers: Sequence[int], target: int, allowed_ops: str, use_all: bool = False
+    completion: str, numbers: Sequence[int], target: int, allowed_ops: str, use_all: bool = False,
+    *, require_tags: bool = False,
 ) -> str | None:
     """None if the completion solves the problem, else the reason it does not."""
+    if require_tags and answer_span(completion) is None:
+        return "no <answer>…</answer> span"
     try:
         value, used = evaluate(extract_expression(completion), allowed_ops)
     except InvalidExpression as exc:
@@ -154,9 +191,11 @@ def check_answer(
 
 
 def countdown_reward(
-    completion: str, numbers: Sequence[int], target: int, allowed_ops: str, use_all: bool = False
+    completion: str, numbers: Sequence[int], target: int, allowed_ops: str, use_all: bool = False,
+    *, require_tags: bool = False,
 ) -> float:
     """1.0 for a valid solution, 0.0 for anything else; never raises on text input."""
     if not isinstance(completion, str):
         return 0.0
-    return 1.0 if check_answer(completion, numbers, target, allowed_ops, use_all) is None else 0.0
+    reason = check_answer(completion, numbers, target, allowed_ops, use_all, require_tags=require_tags)
+    return 1.0 if reason is None else 0.0

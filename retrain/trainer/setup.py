@@ -6,6 +6,7 @@ The step loop (`loop.py`) receives one `RunContext` and never looks at files or 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from retrain.config.schema import RetrainConfig
+from retrain.config.schema import DataConfig, RetrainConfig
 from retrain.errors import ResumeError
 from retrain.tasks import build_task
 from retrain.tasks.base import Task, stream_rng
@@ -43,11 +44,8 @@ def resolve_model_path(cfg: RetrainConfig, task: Task, *, progress: bool = True)
     name = cfg.model.name
     if name not in TINY_PRESETS:
         return name
-    # "split" names the held-out scheme: bump it when eval problems change, so the warm-up never
-    # trains on what RL evaluates on.
     m = cfg.model
-    task_key = {"task": cfg.data.task, "data": _data_key(cfg), "split": "fixed-eval-v1",
-                "flaw_rate": m.warmup_flaw_rate}
+    task_key = warmup_key(cfg)
     from retrain.backend.local.cache import built_entry
 
     cached = built_entry(name, task_key=task_key, steps=m.warmup_steps, lr=m.warmup_lr,
@@ -67,6 +65,20 @@ def resolve_model_path(cfg: RetrainConfig, task: Task, *, progress: bool = True)
         eval_max_tokens=cfg.training.max_tokens, progress=progress,
     )
     return str(path)
+
+
+# Bump when a task's `demonstration()` writes different completions: cached models then rebuild.
+DEMONSTRATIONS_VERSION = 1
+
+
+def warmup_key(cfg: RetrainConfig) -> dict[str, Any]:
+    """Everything about the task that changes the warm-up's data (part of the model cache key).
+
+    "split" names the held-out scheme: bump it when eval problems change, so the warm-up never
+    trains on what RL evaluates on.
+    """
+    return {"task": cfg.data.task, "data": _data_key(cfg), "split": "fixed-eval-v1",
+            "flaw_rate": cfg.model.warmup_flaw_rate, "demonstrations": DEMONSTRATIONS_VERSION}
 
 
 def demonstration_pairs(task: Task, *, seed: int, flaw_rate: float) -> Callable[[int, int], list[tuple[str, str]]]:
@@ -93,17 +105,31 @@ def demonstration_pairs(task: Task, *, seed: int, flaw_rate: float) -> Callable[
 _SCORING_ONLY_KEYS = ("reward", "match")
 
 
+# The warm-up holds out at least this many eval problems, whatever data.eval_size is, so runs
+# that evaluate on fewer problems (tests, quick looks) share one built model with the defaults.
+WARMUP_HELD_OUT = 500
+
+
+def warmup_data(cfg: RetrainConfig) -> DataConfig:
+    """The [data] of the warm-up stream: as configured, with the held-out set widened to
+    max(data.eval_size, WARMUP_HELD_OUT) where the problem space allows it. The eval set is a
+    prefix of that wider set (streams.SplitStreams), so the warm-up never sees an eval problem."""
+    from retrain.tasks import check_data_config
+
+    wide = dataclasses.replace(cfg.data, eval_size=max(cfg.data.eval_size, WARMUP_HELD_OUT))
+    return wide if not check_data_config(wide) else cfg.data
+
+
 def _data_key(cfg: RetrainConfig) -> dict[str, Any]:
     """The [data] settings that change what the warm-up sees (the training seed does not)."""
-    from retrain.config.render import config_to_dict
-
-    data = config_to_dict(cfg)["data"]
-    return {k: v for k, v in data.items() if k not in _SCORING_ONLY_KEYS}
+    data = dataclasses.asdict(warmup_data(cfg))
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()
+            if k not in _SCORING_ONLY_KEYS}
 
 
 def warmup_task(cfg: RetrainConfig) -> Task:
     """The stream the tiny model is warmed up on: the configured task under the warm-up seed."""
-    return build_task(cfg.data, cfg.model.warmup_seed)
+    return build_task(warmup_data(cfg), cfg.model.warmup_seed)
 
 
 def seed_everything(seed: int) -> None:

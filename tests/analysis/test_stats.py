@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from retrain.analysis.stats import compare_to_baseline, ema, mean_interval, run_stats, verdict
+from retrain.analysis.stats import (
+    compare_to_baseline,
+    ema,
+    holm,
+    mean_interval,
+    min_detectable_effect,
+    run_stats,
+    verdict,
+)
 
 T_975_DF2 = 4.302652729749464  # t quantile 0.975 with 2 degrees of freedom (tables: 4.303)
 
@@ -127,3 +135,26 @@ def test_ema_is_debiased() -> None:
     assert ema([4.0, 4.0, 4.0], 0.9) == pytest.approx([4.0, 4.0, 4.0])
     with pytest.raises(ValueError):
         ema([1.0], 1.0)
+
+
+def test_holm_by_hand() -> None:
+    # sorted p: 0.01, 0.03, 0.04 (m = 3) → 3·0.01 = 0.03, max(0.03, 2·0.03) = 0.06,
+    # max(0.06, 1·0.04) = 0.06; None is not a test and stays None
+    assert holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])
+    assert holm([0.6, 0.9]) == pytest.approx([1.0, 1.0])  # 2·0.6 capped at 1
+    assert holm([]) == [] and holm([None]) == [None]
+
+
+def test_min_detectable_effect_of_a_paired_t_test() -> None:
+    # Effect size d (in SDs of the differences) with 80% power, two-sided alpha 0.05; the same
+    # numbers as statsmodels' TTestPower().solve_power(nobs=n, alpha=0.05, power=0.8).
+    assert min_detectable_effect(3, 1.0) == pytest.approx(3.264043552819638, rel=1e-6)
+    assert min_detectable_effect(10, 1.0) == pytest.approx(0.99600191, rel=1e-6)
+    assert min_detectable_effect(3, 0.05) == pytest.approx(0.05 * 3.264043552819638, rel=1e-6)
+    # at the MDE the power is 0.8: P(|T| > t_crit) for T ~ nct(2, d·sqrt 3)
+    d = min_detectable_effect(3, 1.0)
+    crit = sps.t.ppf(0.975, 2)
+    assert sps.nct.sf(crit, 2, d * math.sqrt(3)) + sps.nct.cdf(-crit, 2, d * math.sqrt(3)) == (
+        pytest.approx(0.8))
+    assert min_detectable_effect(1, 1.0) is None and min_detectable_effect(3, 0.0) is None
+    assert min_detectable_effect(3, None) is None

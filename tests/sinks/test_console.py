@@ -23,11 +23,13 @@ def _console(terminal: bool = True) -> tuple[Console, io.StringIO]:
 
 def _drive(sink: ConsoleSink, run_dir: Path, max_steps: int = 4) -> None:
     sink.start(make_info(run_dir, max_steps=max_steps))
-    sink.log_eval(0, {"eval_accuracy": 0.1, "eval_mean_length": 6.0})
+    sink.log_eval(0, {"eval_accuracy": 0.1, "eval_accuracy_se": 0.03, "eval_size": 100,
+                      "eval_mean_length": 6.0})
     for step in range(1, max_steps + 1):
         sink.log_generations(step, generations(step))
         if step == max_steps:
-            sink.log_eval(step, {"eval_accuracy": 0.4, "eval_mean_length": 5.0})
+            sink.log_eval(step, {"eval_accuracy": 0.4, "eval_accuracy_se": 0.049,
+                                 "eval_size": 100, "eval_mean_length": 5.0})
         sink.log_step(fake_metrics(step))
         if step % 2 == 0:
             sink.log_checkpoint(step, run_dir / f"checkpoints/step_{step:06d}")
@@ -43,7 +45,10 @@ def test_progress_mode(run_dir: Path) -> None:
     assert "[ckpt] loss change since start (step 1)" in out
     assert "[ckpt] loss change since last checkpoint (step 2)" in out
     assert "4/4" in out and "s/step" in out and "ETA" in out  # the progress bar
-    assert "eval accuracy 0.4000 (initial 0.1000, +0.3000)" in out
+    # each eval figure with its standard error; 0.4 - 0.1 = +0.300
+    assert "[eval] step=4 accuracy=0.400±0.049 n=100 mean_length=5" in out
+    assert "eval accuracy 0.400±0.049 (initial 0.100±0.030, gain +0.300)" in out
+    assert "eval 0.400±0.049" in out  # the progress bar's eval field
     assert out.count("[sample] reward=") == 2
 
 

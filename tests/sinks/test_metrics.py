@@ -63,6 +63,23 @@ def test_validate_row_reports_missing_and_wrong_types() -> None:
         "eval_accuracy: missing", "eval_mean_length: missing"]
 
 
+def test_validate_row_accepts_new_eval_and_planning_fields() -> None:
+    evals = {"eval_accuracy": 0.5, "eval_accuracy_se": 0.02, "eval_size": 500,
+             "eval_mean_length": 5.0, "eval_sampled_accuracy": 0.4,
+             "eval_sampled_accuracy_se": 0.015, "eval_samples": 4, "eval_time_s": 3.2}
+    row = {**fake_metrics(3), **evals, "planning_token_frac": 0.07, "num_planning_tokens": 12,
+           "hicra_changed_frac": 0.03}
+    assert validate_row(row) == []
+    assert validate_row({"step": 0, "condition": "c", **evals}) == []
+    # optional fields are type-checked when present
+    bad = {**row, "num_planning_tokens": 1.5, "eval_size": "500", "planning_token_frac": None}
+    problems = validate_row(bad)
+    assert any(p.startswith("num_planning_tokens: expected int") for p in problems)
+    assert any(p.startswith("eval_size: expected int") for p in problems)
+    assert any(p.startswith("planning_token_frac: expected float") for p in problems)
+    assert len(problems) == 3
+
+
 def test_eval_after_its_step_rewrites_the_last_row(run_dir: Path) -> None:
     sink = _run(run_dir, range(1, 4))
     sink.log_eval(3, {"eval_accuracy": 0.5, "eval_mean_length": 4.0})

@@ -38,7 +38,7 @@ def test_headers_appended_per_invocation(run_dir: Path) -> None:
     assert [line.split()[1] for line in train] == ["step=2/8", "step=4/8", "step=6/8", "step=8/8"]
     assert train[0] == ("[train] step=2/8 loss=0.5 reward=0.200 correct=0.200 kl=- "
                         "lambda=0.100 bs=4")
-    assert "[eval] initial accuracy=0.1 mean_length=6" in lines
+    assert "[eval] initial accuracy=0.100 mean_length=6" in lines
     assert sum(line.startswith("[sample] reward=") for line in lines) == 4  # 2 per invocation
 
 
@@ -68,7 +68,7 @@ def test_final_eval_compared_with_the_initial_one_after_resume(run_dir: Path) ->
     sink.log_eval(2, {"eval_accuracy": 0.5})
     sink.finish({"status": "done", "steps_done": 2})
     text = (run_dir / "run.log").read_text(encoding="utf-8")
-    assert "[done] eval accuracy 0.5000 (initial 0.2500, +0.2500)" in text
+    assert "[done] eval accuracy 0.500 (initial 0.250, gain +0.250)" in text
 
 
 def test_tee_output_copies_stdout_and_stderr(tmp_path: Path) -> None:
@@ -82,3 +82,20 @@ def test_tee_output_copies_stdout_and_stderr(tmp_path: Path) -> None:
     assert sys.stdout is original
     print("not captured")
     assert log.read_text(encoding="utf-8") == "before\nhello from the run\na warning\n"
+
+
+def test_eval_and_done_lines_show_standard_errors_and_sampled_accuracy(run_dir: Path) -> None:
+    sink = RunLogSink()
+    sink.start(make_info(run_dir, max_steps=2))
+    ev = {"eval_accuracy": 0.552, "eval_accuracy_se": 0.0222, "eval_size": 500,
+          "eval_mean_length": 5.25, "eval_sampled_accuracy": 0.4, "eval_sampled_accuracy_se": 0.015,
+          "eval_samples": 4, "eval_time_s": 7.06}
+    sink.log_eval(0, ev)
+    sink.log_eval(2, {**ev, "eval_accuracy": 0.61, "eval_sampled_accuracy": 0.45})
+    sink.finish({"status": "done", "steps_done": 2})
+    lines = (run_dir / "run.log").read_text(encoding="utf-8").splitlines()
+    assert ("[eval] initial accuracy=0.552±0.022 sampled@4=0.400±0.015 n=500 mean_length=5.25 7.1s"
+            in lines)
+    # gains: 0.61 - 0.552 = +0.058 ; 0.45 - 0.40 = +0.050
+    assert ("[done] eval accuracy 0.610±0.022 (initial 0.552±0.022, gain +0.058);"
+            " sampled@4 0.450±0.015 (initial 0.400±0.015, gain +0.050)") in lines

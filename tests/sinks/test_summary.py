@@ -12,6 +12,9 @@ from retrain.sinks.summary import SummarySink, build_summary
 
 from .fakes import fake_metrics, make_info
 
+NULL_EVAL = dict.fromkeys(("accuracy", "accuracy_se", "sampled_accuracy", "sampled_accuracy_se",
+                           "size", "samples", "mean_length"))
+
 
 def _read(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
@@ -26,8 +29,10 @@ def test_build_summary_by_hand(run_dir: Path) -> None:
     doc = build_summary(make_info(run_dir, max_steps=10), evals, status="done",
                         wall_time_s=12.3456, steps_done=10, params_total=1000,
                         params_trainable=40)
-    assert doc["initial_eval"] == {"accuracy": 0.20, "mean_length": 7.0}
-    assert doc["final_eval"] == {"accuracy": 0.45, "mean_length": 4.0}
+    # old-style evals (accuracy and length only): the new keys are present and null
+    assert doc["initial_eval"] == {**NULL_EVAL, "accuracy": 0.20, "mean_length": 7.0}
+    assert doc["final_eval"] == {**NULL_EVAL, "accuracy": 0.45, "mean_length": 4.0}
+    assert doc["deltas"]["sampled_accuracy"] is None
     # final - initial: 0.45 - 0.20 = 0.25 ; 4.0 - 7.0 = -3.0
     assert doc["deltas"]["accuracy"] == pytest.approx(0.25)
     assert doc["deltas"]["mean_length"] == pytest.approx(-3.0)
@@ -56,7 +61,7 @@ def test_sink_writes_summary_and_keeps_extra_keys(run_dir: Path) -> None:
     doc = _read(run_dir)
     assert doc["status"] == "done" and doc["steps_done"] == 4 and doc["max_steps"] == 4
     assert doc["params_total"] == 5000 and doc["params_trainable"] == 120
-    assert doc["deltas"] == {"accuracy": 0.25, "mean_length": -1.0}
+    assert doc["deltas"] == {"accuracy": 0.25, "sampled_accuracy": None, "mean_length": -1.0}
     assert doc["best_eval"] == {"accuracy": 0.5, "step": 4}
     assert "error" in doc and "finished_at" in doc
     assert 0 <= doc["wall_time_s"] < 5
@@ -87,8 +92,29 @@ def test_resume_reads_evals_from_disk_and_sums_wall_time(run_dir: Path) -> None:
     resumed.log_eval(8, {"eval_accuracy": 0.9, "eval_mean_length": 3.0})
     resumed.finish({"status": "done"})
     doc = _read(run_dir)
-    assert doc["initial_eval"] == {"accuracy": 0.1, "mean_length": 8.0}
+    assert doc["initial_eval"] == {**NULL_EVAL, "accuracy": 0.1, "mean_length": 8.0}
     assert doc["best_eval"] == {"accuracy": 0.9, "step": 8}
     assert doc["deltas"]["accuracy"] == pytest.approx(0.8)  # 0.9 - 0.1
     assert doc["steps_done"] == 8
     assert 100.0 <= doc["wall_time_s"] < 105.0  # previous invocation's 100 s + this one
+
+
+def test_summary_carries_standard_errors_and_sampled_gain(run_dir: Path) -> None:
+    sink = SummarySink()
+    sink.start(make_info(run_dir, max_steps=4))
+    sink.log_eval(0, {"eval_accuracy": 0.552, "eval_accuracy_se": 0.0222, "eval_size": 500,
+                      "eval_mean_length": 6.0, "eval_sampled_accuracy": 0.40,
+                      "eval_sampled_accuracy_se": 0.015, "eval_samples": 4, "eval_time_s": 2.0})
+    for step in range(1, 5):
+        sink.log_step(fake_metrics(step))
+    sink.log_eval(4, {"accuracy": 0.75, "accuracy_se": 0.0194, "size": 500, "mean_length": 5.5,
+                      "sampled_accuracy": 0.62, "sampled_accuracy_se": 0.018, "samples": 4})
+    sink.finish({"status": "done"})
+    doc = _read(run_dir)
+    assert doc["initial_eval"] == {"accuracy": 0.552, "accuracy_se": 0.0222,
+                                   "sampled_accuracy": 0.40, "sampled_accuracy_se": 0.015,
+                                   "size": 500, "samples": 4, "mean_length": 6.0}
+    assert doc["final_eval"]["accuracy_se"] == 0.0194 and doc["final_eval"]["samples"] == 4
+    # 0.75 - 0.552 = 0.198 ; 0.62 - 0.40 = 0.22 ; 5.5 - 6.0 = -0.5
+    assert doc["deltas"] == pytest.approx({"accuracy": 0.198, "sampled_accuracy": 0.22,
+                                           "mean_length": -0.5})

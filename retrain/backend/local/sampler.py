@@ -13,6 +13,7 @@ distribution are recorded for the loss and for the uncertainty transforms.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -127,8 +128,9 @@ def _decode_chunk(
     pos = positions_from_mask(mask)  # [B, L]
     u = torch.from_numpy(uniforms).to(device)  # [B, max_tokens]
     cache = DynamicCache()
+    cache_kw = {_cache_kwarg(model): cache}
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
+                use_cache=True, logits_to_keep=1, **cache_kw)
     prefill_s = time.perf_counter() - t0
     n = ids.shape[0]
     next_pos = pos[:, -1] + 1  # [B]
@@ -154,7 +156,7 @@ def _decode_chunk(
             break
         mask = torch.cat([mask, (~done | is_eos).long().unsqueeze(-1)], dim=-1)  # [B, L+t+1]
         out = model(input_ids=tok.unsqueeze(-1), attention_mask=mask,
-                    position_ids=next_pos.unsqueeze(-1), past_key_values=cache, use_cache=True)
+                    position_ids=next_pos.unsqueeze(-1), use_cache=True, **cache_kw)
         next_pos = next_pos + 1
     toks = torch.stack(tok_steps, dim=1).cpu()  # [B, t]
     lps = torch.stack(lp_steps, dim=1).cpu()  # [B, t]
@@ -186,6 +188,17 @@ def token_char_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], text: s
     ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
     starts = ends - np.array([len(p) for p in pieces], dtype=np.int64)
     return np.stack([starts, np.minimum(ends, len(text))], axis=1) if ids else np.zeros((0, 2), np.int64)
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """The forward() keyword for the KV cache: `cache` in newer transformers (where
+    `past_key_values` is deprecated and warns), `past_key_values` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        params = inspect.signature(type(base).forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def sample(
