@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -275,22 +276,30 @@ def render_gains_md(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def render_gains_rich(rows: Sequence[dict[str, Any]]) -> Group:
-    """Rich tables for the terminal; the title says `conditions:` as the campaign's always has."""
+    """Rich tables for the terminal; the title says `conditions:` as the campaign's always has.
+
+    Sized for an 80-column terminal: no vertical rules, the number of seeds in the title, no MDE
+    column and one short line per condition instead of the full verdicts (summary.md has both).
+    """
     parts: list[Any] = []
     for kind in KINDS:
         if not has_kind(rows, kind):
             continue
-        pre = _PREFIX[kind]
         columns, cells = gain_table_cells(rows, kind)
-        table = Table(title=f"conditions: gain in {_title(rows, kind)} over own initial eval",
-                      title_justify="left", header_style="bold")
-        for i, name in enumerate(columns):
-            table.add_column(name, no_wrap=True, justify="left" if i == 0 else "right")
+        seeds = sorted({c[1] for c in cells})
+        what = "greedy accuracy" if kind == "accuracy" else _title(rows, kind).split(" (")[1].split(" ")[0]
+        what = what if kind == "accuracy" else f"sampled accuracy ({what})"
+        table = Table(title=f"conditions: held-out {what}, gain over own initial eval, "
+                            f"{'/'.join(seeds)} seeds",
+                      title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                      show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True)
+        keep = (0, 2, 3, 4, 5, 6)  # condition, initial, final, gain, Δ gain, p
+        for i in keep:
+            table.add_column(columns[i].replace(" ± ", "±").replace(" (Holm)", ""), no_wrap=True,
+                             justify="left" if i == 0 else "right")
         for row in cells:
-            table.add_row(*row)
+            table.add_row(*(row[i].replace(" ± ", "±").replace(", ", ",") for i in keep))
         parts.append(table)
-        for r in rows:
-            name, text = _verdict_line(r, pre)
-            parts.append(Text.assemble((f"{name}: ", "bold"), text))
-    parts.append(Text(legend(rows), style="dim"))
+    parts.append(Text(legend(rows) + " Verdicts with the minimum detectable effect: summary.md.",
+                      style="dim"))
     return Group(*parts)
