@@ -106,12 +106,12 @@ def test_include_adds_to_default_ablation() -> None:
 def test_plan_cli_table_and_json() -> None:
     result = runner.invoke(app, ["campaign", "plan", str(REPO / "campaigns" / "demo.toml")])
     assert result.exit_code == 0, result.output
-    assert "10 runs" in result.stdout
+    assert "15 runs" in result.stdout
     result = runner.invoke(app, ["campaign", "plan", str(REPO / "campaigns" / "demo.toml"), "--json"])
     data = json.loads(result.stdout)
-    assert len(data["runs"]) == 10
-    assert data["runs"][2]["name"] == "maxrl+none_s42"
-    assert data["runs"][2]["overrides"] == {"algorithm.advantage_mode": "maxrl", "algorithm.transform_mode": "none"}
+    assert len(data["runs"]) == 15
+    assert data["runs"][3]["name"] == "maxrl+none_s42"
+    assert data["runs"][3]["overrides"] == {"algorithm.advantage_mode": "maxrl", "algorithm.transform_mode": "none"}
     assert data["total_steps"] == sum(r["max_steps"] for r in data["runs"])
 
 

@@ -62,9 +62,13 @@ def test_summary_md_and_console_lead_with_the_gain_table(tmp_path: Path) -> None
     for item in shown:
         console.print(item)
     out = buf.getvalue()
-    assert out.index("conditions: gain in held-out greedy accuracy") < out.index("training reward")
-    row = next(line for line in out.splitlines() if line.startswith("│ maxrl+none"))
-    cells = [c.strip() for c in row.strip("│").split("│")]
-    assert cells[:6] == ["maxrl+none", "3", "0.500 ± 0.022", "0.850 ± 0.021",
-                         "+0.350 [0.226, 0.474]", "+0.150"]
-    assert "maxrl+none: learned: gain +0.350 [0.226, 0.474]" in out
+    assert out.index("conditions: held-out greedy accuracy, gain over own initial eval") < \
+        out.index("training reward")
+    row = next(line for line in out.splitlines() if line.startswith("maxrl+none "))
+    assert row.split() == ["maxrl+none", "0.500±0.022", "0.850±0.021", "+0.350", "[0.226,0.474]",
+                           "+0.150", "0.035"]
+    assert "3 seeds" in out and "summary.md" in out
+    # the console table fits an 80-column terminal
+    narrow = io.StringIO()
+    Console(file=narrow, width=80, color_system=None).print(shown[0])
+    assert "…" not in narrow.getvalue()

@@ -117,7 +117,7 @@ def test_config_show_prints_resolved_toml() -> None:
 def test_config_validate_ok() -> None:
     result = runner.invoke(app, ["config", "validate", str(REPO / "campaigns" / "demo.toml")])
     assert result.exit_code == 0, result.output
-    assert "10 runs" in result.stdout
+    assert "15 runs" in result.stdout
 
 
 def test_key_in_another_table_is_suggested() -> None:
