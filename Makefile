@@ -10,13 +10,13 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-learning clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -35,6 +35,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/advantages.py
 	$(BIN)/python bench/squeeze.py
 	$(BIN)/python bench/backpressure.py
+
+bench-learning: $(STAMP)
+	$(BIN)/python bench/learning.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
