@@ -76,3 +76,16 @@ def test_top_p_filter_keeps_nucleus() -> None:
     np.testing.assert_allclose(logp.exp().numpy(), [[0.625, 0.375, 0.0, 0.0]], atol=1e-6)
     forced = process_logits(logits, 1.0, 0.7, keep=torch.tensor([3]))
     assert forced[0, 3].exp() > 0
+
+
+def test_sampling_raises_no_deprecation_warning(make_lora: Callable[..., tuple]) -> None:
+    """The KV cache goes in under the keyword this transformers version expects (`cache` where
+    `past_key_values` is deprecated), so a run's console is not flooded with FutureWarnings."""
+    import warnings
+
+    model, tok = make_lora()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=FutureWarning, message=".*past_key_values.*")
+        warnings.filterwarnings("error", category=DeprecationWarning, message=".*past_key_values.*")
+        _sample(model, tok)
+        _sample(model, tok, greedy=True)

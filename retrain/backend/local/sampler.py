@@ -193,7 +193,8 @@ def token_char_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], text: s
 def _cache_kwarg(model: torch.nn.Module) -> str:
     """The forward() keyword for the KV cache: `cache` in newer transformers (where
     `past_key_values` is deprecated and warns), `past_key_values` before."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base = getattr(model, "get_base_model", None)  # a peft model wraps the transformers one
+    base = get_base() if callable(get_base) else model
     try:
         params = inspect.signature(type(base).forward).parameters
     except (TypeError, ValueError):
