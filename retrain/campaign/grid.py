@@ -315,10 +315,17 @@ def campaign_from_raw(raw: Mapping[str, Any], *, source: str, default_name: str,
         problems.append("campaign.seeds: give at least one seed, e.g. seeds = [42, 101]")
     elif len(set(base.campaign.seeds)) != len(base.campaign.seeds):
         problems.append(f"campaign.seeds: duplicate seeds in {list(base.campaign.seeds)}")
+    if base.campaign.name and not _SAFE_NAME.fullmatch(base.campaign.name):
+        problems.append(f"campaign.name: {base.campaign.name!r} must be a plain directory name "
+                        "(letters, digits, . _ + = ~ -, not starting with '.'), e.g. 'lr_sweep'")
     if problems:
         raise ConfigError(problems, source=source)
     name = base.campaign.name or default_name
     return CampaignSpec(name=name, source=source, base=base, conditions=tuple(conditions), runs=tuple(runs))
+
+
+# A campaign name becomes a directory under logs/: no separators, no '..', nothing absolute.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_+=~-][A-Za-z0-9._+=~-]{0,99}")
 
 
 def conditions_table(spec: CampaignSpec) -> Sequence[tuple[str, str]]:

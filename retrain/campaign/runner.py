@@ -109,9 +109,23 @@ def build_executor(spec: CampaignSpec, *, executor: str | None = None) -> Any:
                        max_in_flight=c.max_workers)
 
 
+def contained_run_dir(out: Path, run_dir: str) -> Path:
+    """`out / run_dir`, resolved, after checking that it lies inside `out/runs/`.
+
+    Run dirs come from the plan (`runs/<name>`), never from what a file on disk says; the check
+    guards against a label or a future change that would step outside the campaign.
+    """
+    root = (out / "runs").resolve()
+    path = (out / run_dir).resolve()
+    if path == root or not path.is_relative_to(root):
+        raise ResumeError(f"{out}: run dir {run_dir!r} is outside {root}; refusing to touch it")
+    return path
+
+
 def _task(spec: CampaignSpec, out: Path, name: str, rec: dict[str, Any]) -> RunTask:
     run = next(r for r in spec.runs if r.name == name)
-    run_dir = (out / rec["run_dir"]).resolve()
+    run_dir = contained_run_dir(out, run.run_dir)  # the plan's, not the manifest's
+    rec["run_dir"] = run.run_dir
     has_ckpt = (run_dir / "checkpoints").is_dir() and any(
         p.name.startswith("step_") for p in (run_dir / "checkpoints").iterdir())
     resume = has_ckpt
@@ -303,7 +317,7 @@ class _ProgressWatcher:
             status = rec["status"]
             if status == "pending" or self._shown.get(name) == status:
                 continue
-            last = last_jsonl(r.out / rec["run_dir"] / "metrics.jsonl", accept=_is_training_row)
+            last = last_jsonl(r.out / "runs" / name / "metrics.jsonl", accept=_is_training_row)
             step = int(last.get("step", 0)) if last else 0
             if step != rec.get("step") and status == "running":
                 with r.lock:

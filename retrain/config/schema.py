@@ -201,7 +201,7 @@ class SqueezeConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class CampaignConfig:
-    name: str = _f("", "campaign name (default: the file's stem)")
+    name: str = _f("", "campaign name (default: the file's stem); a plain directory name: letters, digits, . _ + = ~ -, not starting with '.'")
     seeds: tuple[int, ...] = _f((42,), "seeds; every condition runs once per seed")
     executor: str = _f("auto", "auto (inprocess for 1 worker, else pool), inprocess, pool, or ray", choices=("auto", "inprocess", "pool", "ray"))
     max_workers: int = _f(1, "runs at once (pool workers or Ray tasks in flight)", ge=1)

@@ -554,3 +554,34 @@ def test_force_then_kill_still_restarts_changed_runs(base: dict[str, Any], tmp_p
         assert not any(r.get("old_row") for r in rows(out / "runs" / name / "metrics.jsonl")), \
             f"{name} continued from the checkpoint of the old spec"
 
+
+
+def test_tampered_manifest_run_dir_never_touches_data_outside_the_campaign(tmp_path: Path) -> None:
+    """Issue 13.1: run dirs come from the plan; a manifest pointing a run at ../victim is ignored."""
+    spec = write_campaign(tmp_path / "c.toml", max_steps=2, conditions=CONDITIONS[:1])
+    out = tmp_path / "camp"
+    res = cli("campaign", "run", spec, "--out", out, "--no-console-output")
+    assert res.returncode == 0, show(res)
+    victim = tmp_path / "victim"
+    for sub in ("checkpoints/step_000001", "adapter"):
+        (victim / sub).mkdir(parents=True)
+        (victim / sub / "keep.txt").write_text("precious")
+    (victim / "metrics.jsonl").write_text("precious\n")
+    data = manifest(out)
+    data["runs"][RUNS[0]].update(run_dir="../../victim", status="pending")
+    (out / "manifest.json").write_text(json.dumps(data))
+    res = cli("campaign", "resume", out, "--no-console-output")
+    assert res.returncode == 0, show(res)
+    assert (victim / "checkpoints" / "step_000001" / "keep.txt").read_text() == "precious"
+    assert (victim / "adapter" / "keep.txt").read_text() == "precious"
+    assert (victim / "metrics.jsonl").read_text() == "precious\n"
+    assert manifest(out)["runs"][RUNS[0]]["run_dir"] == f"runs/{RUNS[0]}"
+    assert (out / "runs" / RUNS[0] / "adapter").is_dir()
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/abs", "..", ".hidden", "a/b"])
+def test_campaign_name_must_stay_a_plain_directory_name(tmp_path: Path, name: str) -> None:
+    spec = write_campaign(tmp_path / "c.toml", conditions=CONDITIONS[:1], campaign={"name": name})
+    result = CliRunner().invoke(app, ["campaign", "plan", str(spec)])
+    assert result.exit_code == 2
+    assert "campaign.name" in result.output and "Traceback" not in result.output
