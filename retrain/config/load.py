@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -96,6 +97,8 @@ def coerce(value: Any, tp: Any) -> tuple[Any, str | None]:
         return value, f"must be an integer, got {_show(value)}"
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):  # inf/nan pass every range check and poison training
+                return value, f"must be a finite number, got {_show(value)}"
             return float(value), None
         return value, f"must be a number, got {_show(value)}"
     if tp is str:
