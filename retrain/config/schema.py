@@ -24,6 +24,10 @@ DEFAULT_PLANNING_GRAMS = (
 )
 
 
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed) takes nothing larger
+MAX_TOKENS = 2**20  # far above any model's context; a larger cap is a typo
+
+
 def _f(
     default: Any,
     help: str,
@@ -51,7 +55,7 @@ class ModelConfig:
     warmup_steps: int = _f(2500, "supervised warm-up steps when building a tiny/small preset (one cosine cycle, long enough to converge on the demonstrations)", ge=0)
     warmup_lr: float = _f(3e-3, "learning rate of the supervised warm-up", gt=0)
     warmup_batch_size: int = _f(64, "examples per supervised warm-up step", ge=1)
-    warmup_seed: int = _f(0, "seed of the supervised warm-up (part of the cache key)", ge=0)
+    warmup_seed: int = _f(0, "seed of the supervised warm-up (part of the cache key)", ge=0, le=MAX_SEED)
     warmup_flaw_rate: float = _f(0.6, "share of warm-up demonstrations that show the task's typical mistake instead of the answer (arithmetic: the carry into the next digit is dropped), so the warmed-up policy has a real flaw RL can fix; 0 = clean demonstrations", ge=0, le=1)
 
 
@@ -84,11 +88,11 @@ class AlgorithmConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainingConfig:
-    seed: int = _f(42, "seed of everything in the run (prompts, sampling, init); campaigns set it per run", ge=0)
+    seed: int = _f(42, "seed of everything in the run (prompts, sampling, init); campaigns set it per run", ge=0, le=MAX_SEED)
     max_steps: int = _f(30, "optimizer steps", ge=1)
     batch_size: int = _f(8, "prompts per step (B)", ge=1)
     group_size: int = _f(8, "completions per prompt (G)", ge=2)
-    max_tokens: int = _f(8, "completion length cap in tokens", ge=1)
+    max_tokens: int = _f(8, "completion length cap in tokens", ge=1, le=MAX_TOKENS)
     temperature: float = _f(1.0, "sampling temperature (logprobs for the loss use the same one)", gt=0)
     top_p: float = _f(1.0, "nucleus sampling mass (logprobs for the loss use the same one)", gt=0, le=1)
     loss_agg: str = _f("token_mean", "loss aggregation: mean over all tokens, mean of per-sequence means, or sum / (B*G*max_tokens) (Dr. GRPO)", choices=("token_mean", "sequence_mean", "constant"))
@@ -202,7 +206,7 @@ class SqueezeConfig:
 @dataclass(frozen=True, kw_only=True)
 class CampaignConfig:
     name: str = _f("", "campaign name (default: the file's stem); a plain directory name: letters, digits, . _ + = ~ -, not starting with '.'")
-    seeds: tuple[int, ...] = _f((42,), "seeds; every condition runs once per seed")
+    seeds: tuple[int, ...] = _f((42,), "seeds; every condition runs once per seed", ge=0, le=MAX_SEED)
     executor: str = _f("auto", "auto (inprocess for 1 worker, else pool), inprocess, pool, or ray", choices=("auto", "inprocess", "pool", "ray"))
     max_workers: int = _f(1, "runs at once (pool workers or Ray tasks in flight)", ge=1)
     threads_per_worker: int = _f(0, "torch threads per worker (0 = cores / workers)", ge=0)
