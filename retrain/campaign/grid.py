@@ -195,7 +195,12 @@ def _combos(camp: Mapping[str, Any], problems: list[str]) -> list[dict[str, Any]
             problems.append("campaign.zip: must be an array of tables ([[campaign.zip]])")
             zips = []
         for i, z in enumerate(zips):
+            n_problems = len(problems)
             axes = _resolve_table(z, f"campaign.zip[{i}]", problems, lists=True)
+            if not axes and len(problems) == n_problems:
+                problems.append(f"campaign.zip[{i}]: empty zip; give axes that vary together like "
+                                "\"lora.rank\" = [8, 32] and \"lora.alpha\" = [16, 64]")
+                continue
             lengths = {k: len(v) for k, v in axes.items()}
             if len(set(lengths.values())) > 1:
                 shown = ", ".join(f"{k} has {n}" for k, n in lengths.items())
