@@ -312,6 +312,13 @@ def campaign_from_raw(raw: Mapping[str, Any], *, source: str, default_name: str,
                 runs.append(RunSpec(name=name, condition=cond.label, seed=seed,
                                     overrides=dict(cond.overrides), run_dir=f"runs/{name}",
                                     config=run_cfg, config_hash=config_hash(run_cfg)))
+    first_label: dict[str, str] = {}
+    for run in runs:  # e.g. "lora.rank" = [8, 8.0]: two labels, one resolved config
+        other = first_label.setdefault(f"{run.seed}/{run.config_hash}", run.condition)
+        if other != run.condition:
+            problems.append(f"campaign: conditions '{other}' and '{run.condition}' resolve to the "
+                            "same config; remove one of them")
+            break
     for section in TRANSFORM_SECTIONS:
         keys = sorted(k for k in explicit if k.startswith(section + "."))
         if keys and not problems and section not in used_sections:
