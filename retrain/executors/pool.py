@@ -2,8 +2,8 @@
 
 torch/transformers are imported once per worker, not once per run. Each worker gets a thread
 budget (`threads_per_worker`). A worker that dies is replaced and its run is marked failed with
-the reason. Workers ignore SIGINT: the campaign process decides, and asks runs to stop through
-the stop file (first Ctrl+C) or terminates the workers (second Ctrl+C).
+the reason. Workers ignore SIGINT and SIGTERM: the campaign process decides, and asks runs to stop
+through the stop file (first Ctrl+C or SIGTERM) or kills the workers (second one).
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from retrain.executors.base import EventFn, RunOutcome, RunTask
 
 
 def _worker(task_q: Any, result_q: Any, threads: int, parent_pid: int, worker_id: int) -> None:
+    # A Ctrl+C or a SIGTERM to the process group reaches the workers too; the campaign process
+    # decides (stop file, then SIGKILL on a second signal), so a run is interrupted, not failed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     import torch
@@ -104,7 +107,7 @@ class PoolExecutor:
             for p in self.workers.values():
                 p.join(timeout=10)
                 if p.is_alive():
-                    p.terminate()
+                    p.kill()  # workers ignore SIGTERM
 
     def _reap_dead(self, busy: dict[int, str | None], task_qs: dict[int, Any], result_q: Any,
                    on_event: EventFn) -> int:

@@ -585,3 +585,33 @@ def test_campaign_name_must_stay_a_plain_directory_name(tmp_path: Path, name: st
     result = CliRunner().invoke(app, ["campaign", "plan", str(spec)])
     assert result.exit_code == 2
     assert "campaign.name" in result.output and "Traceback" not in result.output
+
+
+def test_sigterm_to_the_process_group_interrupts_runs_not_fails_them(tmp_path: Path) -> None:
+    """Issue 13.6: `kill -TERM -<pgid>` (a scheduler stopping a job) reaches the pool workers too;
+    their runs must end `interrupted` with a summary, and resume must finish them."""
+    toml = write_campaign(tmp_path / "term.toml", max_steps=KILL_STEPS, save_every=0,
+                          campaign={"max_workers": 2})
+    out = tmp_path / "out"
+    log = tmp_path / "run.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(_cmd("campaign", "run", toml, "--out", out), cwd=REPO, env=_env(),
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    first = out / "runs" / RUNS[0]
+    try:
+        wait_for(lambda: last_trained_step(first) >= 2, timeout=240, what="step 2 of the first run",
+                 proc=proc, log=log)
+        os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    finally:
+        _kill_all([proc.pid])
+    assert code != 0, log.read_text(errors="replace")[-3000:]
+    m = manifest(out)
+    statuses = {n: r["status"] for n, r in m["runs"].items()}
+    assert "failed" not in statuses.values(), (statuses, log.read_text(errors="replace")[-3000:])
+    assert statuses[RUNS[0]] == "interrupted", statuses
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 2 <= summary["steps_done"] < KILL_STEPS
+    res = cli("campaign", "resume", out)
+    assert res.returncode == 0, show(res)
+    assert_all_done(out, RUNS, max_steps=KILL_STEPS)
