@@ -96,9 +96,10 @@ def cli(*args: str | Path, timeout: float = 420) -> subprocess.CompletedProcess[
                           timeout=timeout, check=False)
 
 
-def popen(*args: str | Path, log: Path) -> subprocess.Popen[bytes]:
+def popen(*args: str | Path, log: Path, new_session: bool = False) -> subprocess.Popen[bytes]:
     fh = open(log, "wb")  # noqa: SIM115 - closed by the OS when the test process ends
-    return subprocess.Popen(_cmd(*args), cwd=REPO, env=_env(), stdout=fh, stderr=subprocess.STDOUT)
+    return subprocess.Popen(_cmd(*args), cwd=REPO, env=_env(), stdout=fh, stderr=subprocess.STDOUT,
+                            start_new_session=new_session)
 
 
 def show(res: subprocess.CompletedProcess[str]) -> str:
@@ -400,21 +401,28 @@ def test_kill9_then_resume_each_step_once(tmp_path: Path, victims: str) -> None:
         assert m["runs"][name]["attempts"] == before["runs"][name]["attempts"] + 1
 
 
+def signal_at_step_2(args: list[str | Path], run_dir: Path, log: Path, send: Any,
+                     new_session: bool = False) -> int:
+    """Start `retrain ARGS`, call send(proc) once run_dir has logged step 2; the exit code."""
+    proc = popen(*args, log=log, new_session=new_session)
+    try:
+        wait_for(lambda: last_trained_step(run_dir) >= 2, timeout=240, what="step 2 of the first run",
+                 proc=proc, log=log)
+        send(proc)
+        return proc.wait(timeout=120)
+    finally:
+        _kill_all([proc.pid])
+
+
 def test_sigint_interrupts_then_resume_completes(tmp_path: Path) -> None:
     """One Ctrl+C: the running run checkpoints after its step, the campaign exits 130."""
     # save_every = 0: the only checkpoint of the interrupted run is the one the stop writes
     toml = write_campaign(tmp_path / "int.toml", max_steps=KILL_STEPS, save_every=0)
     out = tmp_path / "out"
     log = tmp_path / "run.log"
-    proc = popen("campaign", "run", toml, "--out", out, "--executor", "inprocess", log=log)
     first = out / "runs" / RUNS[0]
-    try:
-        wait_for(lambda: last_trained_step(first) >= 2, timeout=240, what="step 2 of the first run",
-                 proc=proc, log=log)
-        os.kill(proc.pid, signal.SIGINT)
-        code = proc.wait(timeout=120)
-    finally:
-        _kill_all([proc.pid])
+    code = signal_at_step_2(["campaign", "run", toml, "--out", out, "--executor", "inprocess"],
+                            first, log, lambda proc: os.kill(proc.pid, signal.SIGINT))
     assert code == 130, log.read_text(errors="replace")[-3000:]
 
     m = manifest(out)
@@ -594,17 +602,9 @@ def test_sigterm_to_the_process_group_interrupts_runs_not_fails_them(tmp_path: P
                           campaign={"max_workers": 2})
     out = tmp_path / "out"
     log = tmp_path / "run.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(_cmd("campaign", "run", toml, "--out", out), cwd=REPO, env=_env(),
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     first = out / "runs" / RUNS[0]
-    try:
-        wait_for(lambda: last_trained_step(first) >= 2, timeout=240, what="step 2 of the first run",
-                 proc=proc, log=log)
-        os.killpg(proc.pid, signal.SIGTERM)
-        code = proc.wait(timeout=120)
-    finally:
-        _kill_all([proc.pid])
+    code = signal_at_step_2(["campaign", "run", toml, "--out", out], first, log,
+                            lambda proc: os.killpg(proc.pid, signal.SIGTERM), new_session=True)
     assert code != 0, log.read_text(errors="replace")[-3000:]
     m = manifest(out)
     statuses = {n: r["status"] for n, r in m["runs"].items()}
