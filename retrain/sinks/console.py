@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.layout import Layout
 from rich.live import Live
@@ -287,16 +288,19 @@ class CampaignDisplay:
                 markup=False, highlight=False)
 
     def render(self) -> RenderableType:
+        """One row per run. Sized for an 80-column terminal: the run name (condition and seed)
+        is never cut, so there is no bar column (step shows progress) and no vertical rules."""
         done = sum(r["status"] in ("done", "failed", "interrupted") for r in self.rows.values())
-        table = Table(title=f"{self.title}: {done}/{self.total_runs} runs finished", expand=True)
-        for col in ("run", "status", "progress", "step", "reward", "eval acc", "loss"):
-            table.add_column(col, justify="left" if col in ("run", "status", "progress") else "right")
+        table = Table(title=f"{self.title}: {done}/{self.total_runs} runs finished",
+                      box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for col in ("run", "status", "step", "reward", "eval acc", "loss"):
+            table.add_column(col, no_wrap=True,
+                             justify="left" if col in ("run", "status") else "right")
         for name, row in self.rows.items():
             m = row["metrics"]
+            loss = m.get("loss")
             table.add_row(
-                name, row["status"],
-                ProgressBar(total=max(1, row.get("max_steps", 0)), completed=row.get("step", 0),
-                            width=20),
-                f"{row.get('step', 0)}/{row.get('max_steps', 0)}",
-                _fmt(m.get("mean_reward")), _acc(m), _fmt(m.get("loss")))
+                name, row["status"], f"{row.get('step', 0)}/{row.get('max_steps', 0)}",
+                _fmt(m.get("mean_reward")), _acc(m),
+                f"{loss:.3g}" if isinstance(loss, float) else _fmt(loss))
         return table
