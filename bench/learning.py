@@ -6,10 +6,11 @@ evaluates like any run but never changes the adapter), over >= 3 seeds. Part `re
 countdown with reasoning traces): maxrl+gtpo against maxrl+gtpo_hicra, with the share of
 planning tokens and of tokens whose advantage HICRA changed.
 
-For every condition it prints the mean initial and final held-out accuracy (greedy and
-mean@k sampled, each ± its standard error over problems), the gain over the initial eval
-(mean over seeds with a Student-t 95% interval) and a paired t-test across seeds of each
-condition's gains against the control (default) or the first condition (reasoning). All runs train in this one process (the imports are paid once); the
+For every condition it prints the gain tables of the campaign report (retrain.analysis.gain):
+mean initial and final held-out accuracy (greedy and mean@k sampled, each ± its standard error
+over problems), the gain over the initial eval (mean over seeds with a Student-t 95% interval),
+and a paired t-test across seeds (Holm-adjusted) of each condition's gains against the control
+(default) or the first condition (reasoning), with the minimum detectable effect. All runs train in this one process (the imports are paid once); the
 tiny models are built first if the cache lacks them (that time is printed, not counted).
 
     .venv/bin/python bench/learning.py [--part default|reasoning|both] [--seeds 42 101 202]
@@ -36,8 +37,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 PARTS = {"default": REPO / "campaigns" / "demo.toml", "reasoning": REPO / "campaigns" / "reasoning.toml"}
-CONTROL = "control (lr=0)"
+CONTROL = "control_lr=0"
 EVAL_KEYS = ("accuracy", "sampled_accuracy")
+
+
+def _dirname(label: str) -> str:
+    return label.replace(" ", "_")
 
 
 def plan(campaign: Path, sets: list[str], *, control: bool) -> dict[str, list[tuple[int, Any]]]:
@@ -58,7 +63,7 @@ def plan(campaign: Path, sets: list[str], *, control: bool) -> dict[str, list[tu
     return runs
 
 
-def run_condition(runs: list[tuple[int, Any]], out: Path) -> list[dict[str, Any]]:
+def run_condition(label: str, runs: list[tuple[int, Any]], out: Path) -> list[dict[str, Any]]:
     """Train one run per seed in this process; returns per-run initial/final evals and metrics."""
     from retrain.trainer.loop import train_run
 
@@ -66,7 +71,7 @@ def run_condition(runs: list[tuple[int, Any]], out: Path) -> list[dict[str, Any]
     for seed, cfg in runs:
         run_dir = out / f"s{seed}"
         t0 = time.perf_counter()
-        result = train_run(cfg, run_dir, console_mode="none")
+        result = train_run(cfg, run_dir, condition=label, console_mode="none")
         wall = time.perf_counter() - t0
         summary = json.loads((run_dir / "summary.json").read_text())
         text = (run_dir / "metrics.jsonl").read_text()
@@ -77,50 +82,22 @@ def run_condition(runs: list[tuple[int, Any]], out: Path) -> list[dict[str, Any]
     return rows
 
 
-def gains(rows: list[dict[str, Any]], key: str) -> dict[int, float]:
-    return {r["seed"]: r["final"][key] - r["initial"][key] for r in rows
-            if r["final"].get(key) is not None and r["initial"].get(key) is not None}
-
-
-def _mean_se(rows: list[dict[str, Any]], when: str, key: str) -> str:
+def report(part: str, root: Path, results: dict[str, list[dict[str, Any]]], reference: str) -> None:
+    """The gain tables of `retrain analyze` / the campaign report (retrain.analysis.gain), then
+    what they do not show: planning-token shares, wall times, identical conditions."""
     import numpy as np
+    from rich.console import Console
 
-    vals = [r[when].get(key) for r in rows]
-    ses = [r[when].get(f"{key}_se") for r in rows]
-    if any(v is None for v in vals):
-        return "-"
-    se = float(np.mean([s for s in ses if s is not None])) if any(s is not None for s in ses) else float("nan")
-    return f"{np.mean(vals):.3f} ± {se:.3f}"
+    from retrain.analysis.gain import gain_rows, render_gains_md
+    from retrain.analysis.loading import collect_runs
 
-
-def report(part: str, results: dict[str, list[dict[str, Any]]], reference: str) -> None:
-    import numpy as np
-
-    from retrain.analysis.stats import compare_to_baseline, mean_interval
-
-    print(f"\n== {part}: gain over each run's own initial eval; ± = standard error of one eval "
-          f"(mean over seeds), [..] = 95% t-interval over seeds, p = paired t-test of the gains "
-          f"vs {reference} ==")
-    for key in EVAL_KEYS:
-        print(f"\n{'greedy accuracy' if key == 'accuracy' else 'sampled accuracy (mean@k)'}")
-        print(f"{'condition':<22} {'n':>2} {'initial':>15} {'final':>15} {'gain':>8} "
-              f"{'95% CI':>18} {'p':>8}")
-        ref = gains(results[reference], key)
-        for label, rows in results.items():
-            g = mean_interval(list(gains(rows, key).values()))
-            ci = "-" if g.low is None or g.high is None else f"[{g.low:+.3f}, {g.high:+.3f}]"
-            mean = "-" if g.mean is None else f"{g.mean:+.3f}"
-            p = "-"
-            if label != reference:
-                test = compare_to_baseline(gains(rows, key), ref, test="t")
-                p = "-" if test.p_value is None else f"{test.p_value:.2g}"
-            print(f"{label:<22} {g.n:>2} {_mean_se(rows, 'initial', key):>15} "
-                  f"{_mean_se(rows, 'final', key):>15} {mean:>8} {ci:>18} {p:>8}")
-    print()
-    for label, rows in results.items():
-        frac = [s["planning_token_frac"] for r in rows for s in r["steps"] if "planning_token_frac" in s]
-        changed = [s["hicra_changed_frac"] for r in rows for s in r["steps"] if "hicra_changed_frac" in s]
-        line = f"{label}: run wall time {np.median([r['wall_s'] for r in rows]):.1f} s (median)"
+    rows = gain_rows(collect_runs(root), baseline=reference)
+    print(f"\n== {part} ==\n")
+    Console(width=200).print(render_gains_md(rows), markup=False, highlight=False)
+    for label, runs in results.items():
+        frac = [s["planning_token_frac"] for r in runs for s in r["steps"] if "planning_token_frac" in s]
+        changed = [s["hicra_changed_frac"] for r in runs for s in r["steps"] if "hicra_changed_frac" in s]
+        line = f"{label}: run wall time {np.median([r['wall_s'] for r in runs]):.1f} s (median)"
         if frac:
             line += f", planning_token_frac {np.mean(frac):.3f}"
         if changed:
@@ -167,9 +144,9 @@ def main() -> int:
             runs = plan(PARTS[part], sets, control=part == "default")
             ensure_model(next(iter(runs.values()))[0][1])
             t0 = time.perf_counter()
-            results = {label: run_condition(cfg_runs, root / part / label.replace(" ", "_"))
+            results = {label: run_condition(label, cfg_runs, root / part / _dirname(label))
                        for label, cfg_runs in runs.items()}
-            report(part, results, CONTROL if part == "default" else next(iter(results)))
+            report(part, root / part, results, CONTROL if part == "default" else next(iter(results)))
             print(f"[bench] {part}: {time.perf_counter() - t0:.0f} s for "
                   f"{sum(map(len, runs.values()))} runs")
     finally:
