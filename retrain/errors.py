@@ -36,6 +36,24 @@ class DataError(RetrainError):
     """A task, dataset file or reward plugin is unusable."""
 
 
+class RunFailedError(RetrainError):
+    """A run stopped for a reason the user can act on; the run is marked failed with this message.
+
+    Exit code 1 (the run failed), not 2 (bad input).
+    """
+
+    exit_code = 1
+
+
+class RecordLostError(RunFailedError):
+    """A run's record (metrics.jsonl, emergence/, summary.json) could not be written: a run with
+    missing steps would look complete to every analysis."""
+
+
+class DivergedError(RunFailedError):
+    """Too many consecutive steps made no update (non-finite loss, gradient or weights)."""
+
+
 class MissingExtraError(RetrainError):
     """An optional dependency is needed; the message names the extra to install."""
 

@@ -102,6 +102,7 @@ class TrainingConfig:
     micro_batch_size: int = _f(0, "sequences per forward/backward chunk (0 = all at once)", ge=0)
     save_every: int = _f(10, "checkpoint every N steps (0 = only at the end)", ge=0)
     keep_checkpoints: int = _f(2, "how many checkpoints to keep", ge=1)
+    max_skipped_steps: int = _f(5, "fail the run after this many consecutive skipped steps (non-finite loss or gradient, or an update rolled back because it made a weight non-finite); 0 = never fail", ge=0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -78,9 +78,11 @@ def execute_run(task: RunTask, *, console_mode: str = "none", parent_pid: int | 
         return RunOutcome(name=task.name, status=result.status, steps_done=result.steps_done,
                           wall_time_s=result.wall_time_s, final_eval=result.final_eval)
     except KeyboardInterrupt:
-        return RunOutcome(name=task.name, status="interrupted", error="stopped at once (second Ctrl+C)")
+        return RunOutcome(name=task.name, status="interrupted", steps_done=_recorded_step(run_dir),
+                          error="stopped at once (second Ctrl+C)")
     except RetrainError as exc:
-        return RunOutcome(name=task.name, status="failed", error=str(exc))
+        return RunOutcome(name=task.name, status="failed", steps_done=_recorded_step(run_dir),
+                          error=str(exc))
     except Exception as exc:  # noqa: BLE001 - isolate the run; the traceback tail is kept
         tail = error_tail(exc)
         try:
@@ -89,7 +91,20 @@ def execute_run(task: RunTask, *, console_mode: str = "none", parent_pid: int | 
                 fh.write(f"\n[error] run failed:\n{tail}\n")
         except OSError:
             pass
-        return RunOutcome(name=task.name, status="failed", error=tail)
+        return RunOutcome(name=task.name, status="failed", steps_done=_recorded_step(run_dir),
+                          error=tail)
+
+
+def _recorded_step(run_dir: Path) -> int:
+    """The last step in the run's metrics.jsonl: how far a run that stopped early got."""
+    from retrain.io import last_jsonl
+
+    try:
+        row = last_jsonl(run_dir / "metrics.jsonl")
+    except OSError:
+        return 0
+    step = row.get("step") if row else None
+    return step if isinstance(step, int) else 0
 
 
 def _clear_partial_run(run_dir: Path) -> None:

@@ -2,8 +2,11 @@
 
 Place in the data flow: the trainer loop builds one flat metrics dict per step and hands it to a
 `SinkSet`; every output of a run except checkpoints (metrics.jsonl, emergence logs, run.log,
-summary.json, wandb, console) is a `Sink` behind it. A failing sink never stops training: the
-`SinkSet` logs one warning per sink and keeps going.
+summary.json, wandb, console) is a `Sink` behind it. A sink marked `essential` (metrics.jsonl,
+emergence/, summary.json: the run's record) that fails stops the run: `SinkSet` raises
+`RecordLostError` once every sink has had the call, and the run ends failed with the reason.
+Any other failing sink (wandb, run.log, console) never stops training: the `SinkSet` logs one
+warning per sink and keeps going.
 
 Call order the loop follows (each method is optional work for a sink, never required):
 
@@ -66,9 +69,16 @@ class Sink(Protocol):
     def finish(self, summary: Mapping[str, Any]) -> None: ...
 
 
-class SinkSet:
-    """Fans every call out to several sinks; a sink that raises is reported once, not fatal.
+def is_essential(sink: object) -> bool:
+    """Whether a sink writes the run's record, so that its failure fails the run."""
+    return bool(getattr(sink, "essential", False))
 
+
+class SinkSet:
+    """Fans every call out to several sinks.
+
+    A non-essential sink that raises is reported once (later errors are only counted); an
+    essential one makes the call raise `RecordLostError` after the other sinks have had it.
     KeyboardInterrupt and SystemExit are not caught: they are the loop's business.
     """
 
@@ -78,16 +88,28 @@ class SinkSet:
         self.started = False
         self.failures: dict[str, int] = {}  # sink class name -> number of failed calls
 
-    def _each(self, method: str, call: Callable[[Sink], None]) -> None:
+    def _each(self, method: str, call: Callable[[Sink], None], *, fatal: bool = True) -> None:
+        lost: BaseException | None = None
         for sink in self.sinks:
             try:
                 call(sink)
-            except Exception as exc:  # noqa: BLE001 - a sink must never kill the run
+            except Exception as exc:  # noqa: BLE001 - only the run's record may stop the run
                 name = type(sink).__name__
-                if name not in self.failures:
+                if fatal and is_essential(sink) and lost is None:
+                    lost = exc
+                elif name not in self.failures:
                     log.warning("sink %s failed in %s (further errors hidden): %s: %s",
                                 name, method, type(exc).__name__, exc)
                 self.failures[name] = self.failures.get(name, 0) + 1
+        if lost is not None:
+            from retrain.errors import RecordLostError
+
+            what = getattr(lost, "filename", None) or "the run's record"
+            raise RecordLostError(
+                f"run failed: could not write {what} ({type(lost).__name__}: "
+                f"{getattr(lost, 'strerror', None) or lost}); fix the file system (space, "
+                f"permissions), then resume: the run restarts from its newest checkpoint and "
+                f"rewrites the later steps") from lost
 
     def start(self, info: RunInfo | None = None) -> None:
         """Start every sink once; `info` defaults to the one given to `build_sinks`."""
@@ -112,8 +134,9 @@ class SinkSet:
     def log_checkpoint(self, step: int, path: Path) -> None:
         self._each("log_checkpoint", lambda s: s.log_checkpoint(step, path))
 
-    def finish(self, summary: Mapping[str, Any]) -> None:
-        self._each("finish", lambda s: s.finish(summary))
+    def finish(self, summary: Mapping[str, Any], *, fatal: bool = True) -> None:
+        """`fatal=False` on the way out of a failed run: the first error is the one to report."""
+        self._each("finish", lambda s: s.finish(summary), fatal=fatal)
 
 
 class NullSink:

@@ -37,6 +37,8 @@ class JsonlSink(NullSink):
     at most this many completions per distinct prompt (the first ones in the loop's order).
     """
 
+    essential = True  # the run's record: a write that fails fails the run
+
     def __init__(self, *, generations_every: int = 1, generations_per_prompt: int = 1) -> None:
         self.generations_every = generations_every
         self.generations_per_prompt = generations_per_prompt

@@ -95,6 +95,8 @@ def build_summary(
 class SummarySink(NullSink):
     """Collects evals and the last step; writes `<run_dir>/summary.json` in `finish`."""
 
+    essential = True  # the run's record: a write that fails fails the run
+
     def __init__(self) -> None:
         self.info: RunInfo | None = None
         self.evals: dict[int, dict[str, Any]] = {}

@@ -87,6 +87,7 @@ def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None =
                 break
             last = _one_step(ctx, step, sepa=sepa, bp=bp, custom_fn=custom_fn, condition=condition,
                              sinks=sinks, eval_problems=eval_problems)
+            _check_divergence(cfg, state)
             state.wall_time_s = wall_before + (time.perf_counter() - invocation_t0)
             if _due(step, cfg.training.save_every) and step < cfg.training.max_steps:
                 _checkpoint(ctx, sinks, sepa, bp)
@@ -100,7 +101,8 @@ def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None =
         state.wall_time_s = wall_before + (time.perf_counter() - invocation_t0)
         interrupted = isinstance(exc, KeyboardInterrupt)
         sinks.finish(_summary(ctx, "interrupted" if interrupted else "failed",
-                              error=None if interrupted else f"{type(exc).__name__}: {exc}"))
+                              error=None if interrupted else f"{type(exc).__name__}: {exc}"),
+                     fatal=False)
         raise
     sinks.finish(_summary(ctx, status))
     return RunResult(status=status, run_dir=run_dir, steps_done=state.step, wall_time_s=state.wall_time_s,
@@ -166,6 +168,7 @@ def _one_step(ctx: Any, step: int, *, sepa: Any, bp: Any, custom_fn: Any, condit
         **m_bp,
     }
     state.skipped_groups_total = metrics["skipped_groups_total"]
+    state.skipped_streak = state.skipped_streak + 1 if metrics["skipped_step"] else 0
     if _due(step, cfg.eval.every) or step == cfg.training.max_steps:
         sinks.log_eval(step, _evaluate(ctx, eval_problems, step=step))
     sinks.log_step(metrics)
@@ -179,6 +182,21 @@ _ADV_KEYS = (
     "num_all_correct_groups", "num_all_wrong_groups", "num_informative_groups", "adv_abs_mean",
     "planning_token_frac", "num_planning_tokens", "hicra_changed_frac",
 )
+
+
+def _check_divergence(cfg: RetrainConfig, state: TrainerState) -> None:
+    """Fail the run once `training.max_skipped_steps` steps in a row made no update."""
+    limit = cfg.training.max_skipped_steps
+    if limit <= 0 or state.skipped_streak < limit:
+        return
+    from retrain.errors import DivergedError
+
+    first = state.step - state.skipped_streak + 1
+    raise DivergedError(
+        f"training diverged: steps {first}-{state.step} made no update (non-finite loss or "
+        f"gradient, or an update that made a weight non-finite, rolled back); lower "
+        f"optimizer.lr (now {cfg.optimizer.lr:g}), or raise training.max_skipped_steps "
+        f"(now {limit}) to keep going")
 
 
 def _due(step: int, every: int) -> bool:

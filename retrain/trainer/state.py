@@ -19,6 +19,7 @@ class TrainerState:
     correct_total: int = 0  # running counts for running_correct_rate
     completions_total: int = 0
     skipped_groups_total: int = 0  # groups with no learning signal (all rewards equal)
+    skipped_streak: int = 0  # consecutive steps that made no update, up to the last one
     sepa: dict[str, Any] = field(default_factory=dict)
     backpressure: dict[str, Any] = field(default_factory=dict)
     bp_size: int = 0  # current back-pressure size (0 = back-pressure off)

@@ -57,6 +57,37 @@ def test_a_failing_sink_warns_once_and_others_continue(
     assert len(warnings) == 1 and "disk full" in warnings[0].getMessage()
 
 
+def test_a_sink_that_cannot_write_the_record_fails_the_call_after_the_others(
+        run_dir: Path) -> None:
+    from retrain.errors import RecordLostError
+
+    class NoSpace(NullSink):
+        essential = True
+
+        def log_step(self, metrics: Mapping[str, Any]) -> None:
+            raise OSError(28, "No space left on device", str(run_dir / "metrics.jsonl"))
+
+    rec = Recorder()
+    sinks = SinkSet([NoSpace(), rec], make_info(run_dir))
+    with pytest.raises(RecordLostError) as err:
+        sinks.log_step(fake_metrics(1))
+    assert rec.steps == [1]  # the other sinks still got the step
+    assert err.value.exit_code == 1
+    message = str(err.value)
+    assert "metrics.jsonl" in message and "No space left on device" in message
+    assert "resume" in message
+    # on the way out of a failed run the first error is the one reported: finish does not raise
+    sinks.finish({"status": "failed"}, fatal=False)
+
+
+def test_the_record_sinks_are_essential_and_the_others_are_not(run_dir: Path) -> None:
+    from retrain.sinks.base import is_essential
+
+    sinks = build_sinks(make_info(run_dir), LoggingConfig(), console_mode="progress")
+    assert {type(s).__name__: is_essential(s) for s in sinks.sinks} == {
+        "JsonlSink": True, "SummarySink": True, "RunLogSink": False, "ConsoleSink": False}
+
+
 def test_keyboard_interrupt_is_not_swallowed(run_dir: Path) -> None:
     class Interrupt(NullSink):
         def log_step(self, metrics: Mapping[str, Any]) -> None:

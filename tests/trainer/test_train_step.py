@@ -88,6 +88,74 @@ def test_non_finite_step_is_skipped_and_changes_nothing(base_config: Path, tiny_
     assert any(not torch.equal(before[n], p) for n, p in _lora(ctx).items())
 
 
+def test_an_update_that_makes_a_weight_non_finite_is_rolled_back(base_config: Path, tiny_model: Path,
+                                                                 tmp_path: Path) -> None:
+    """An AdamW update that leaves an inf in the adapter (simulated by poisoning one weight after
+    the real step), or that torch refuses (lr = 1e300 overflows float32), is undone: weights and
+    optimizer state are as before, and the step counts as skipped."""
+    ctx = _context(base_config, tmp_path)
+    rollouts, adv_T = _fresh_batch(ctx)
+    before = _lora(ctx)
+    real_step = ctx.optimizer.step
+
+    def overflowing_step(*args: Any, **kwargs: Any) -> Any:
+        out = real_step(*args, **kwargs)
+        with torch.no_grad():
+            next(p for p in ctx.model.parameters() if p.requires_grad).view(-1)[0] = math.inf
+        return out
+
+    ctx.optimizer.step = overflowing_step  # type: ignore[method-assign]
+    m = _step(ctx, rollouts, adv_T)
+    assert math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])  # the batch itself was fine
+    assert m["skipped"] == 1.0 and m["rolled_back"] == 1.0
+    after = _lora(ctx)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert ctx.optimizer.state_dict()["state"] == {}  # the first step's moments are gone again
+    ctx.optimizer.step = real_step  # type: ignore[method-assign]
+
+    for group in ctx.optimizer.param_groups:
+        group["lr"] = 1e300
+    m = _step(ctx, rollouts, adv_T)
+    assert m["skipped"] == 1.0 and m["rolled_back"] == 1.0
+    assert all(torch.equal(before[n], p) for n, p in _lora(ctx).items())
+
+    # with a sane learning rate the same model trains: the rollback left nothing behind
+    for group in ctx.optimizer.param_groups:
+        group["lr"] = 1e-3
+    m = _step(ctx, rollouts, adv_T)
+    assert m["skipped"] == 0.0 and m["rolled_back"] == 0.0
+    assert all(bool(torch.isfinite(p).all()) for p in _lora(ctx).values())
+
+
+@pytest.mark.slow
+def test_consecutive_skipped_steps_fail_the_run_with_the_reason(base_config: Path, tiny_model: Path,
+                                                                 tmp_path: Path) -> None:
+    """lr = 1e30 makes one finite but absurd update; every later step has a NaN loss. After
+    training.max_skipped_steps (3 here) such steps in a row the run fails, says why, and
+    leaves no non-finite weights on disk."""
+    import json
+
+    from retrain.errors import DivergedError
+    from retrain.trainer.loop import train_run
+
+    cfg = load_config(base_config, [*small_sets(), "training.max_steps=10", "optimizer.lr=1e30",
+                                    "training.max_skipped_steps=3", "training.save_every=1"])
+    run = tmp_path / "run"
+    with pytest.raises(DivergedError, match=r"steps 2-4 made no update.*optimizer\.lr"):
+        train_run(cfg, run, console_mode="none")
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["skipped_step"] for r in rows[1:]] == [False, True, True, True]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "training diverged" in summary["error"]
+    assert not (run / "adapter").exists()  # no final adapter for a failed run
+    from safetensors.torch import load_file
+
+    for ckpt in (run / "checkpoints").iterdir():
+        weights = load_file(ckpt / "adapter_model.safetensors")
+        assert all(bool(torch.isfinite(w).all()) for w in weights.values())
+
+
 @pytest.mark.slow
 def test_loop_logs_a_skipped_step_and_keeps_the_adapter(base_config: Path, tiny_model: Path,
                                                         tmp_path: Path,

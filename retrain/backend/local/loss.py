@@ -23,7 +23,10 @@ step (e.g. stale rollouts).
 `train_step` runs one optimizer step over micro-batches of sequences. Every token's weight is
 fixed by the whole batch, so the accumulated gradient equals the unchunked one. A step whose loss
 or gradient norm is non-finite makes no update: gradients are dropped, adapter and optimizer state
-stay as they were (the LR schedule still advances, so LR stays a function of the step).
+stay as they were (the LR schedule still advances, so LR stays a function of the step). A step
+whose update makes a trainable weight non-finite (an absurd learning rate, an overflowing moment),
+or that torch refuses because the step size overflows float32, is rolled back: adapter and optimizer state return to their values before the step, and it
+counts as skipped. So the adapter is always finite, in memory and on disk.
 """
 
 from __future__ import annotations
@@ -178,7 +181,8 @@ def train_step(
     """Forward/backward over micro-batches, clip, AdamW step, LR schedule step.
 
     Returns loss, pg_loss, grad_norm, clip_frac, kl, entropy, lr (the LR this step used),
-    ratio_max_dev, skipped (1.0 when non-finite), trained_tokens, forward_backward_s, optimizer_s.
+    ratio_max_dev, skipped (1.0 when non-finite, or rolled back), rolled_back (1.0 when the update
+    made a weight non-finite and was undone), trained_tokens, forward_backward_s, optimizer_s.
     """
     adv_T = np.asarray(adv_T, dtype=np.float32)
     if adv_T.shape != rollouts.logprob_T.shape:
@@ -194,14 +198,25 @@ def train_step(
     grads = [p.grad for p in params if p.grad is not None]
     grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
     skipped = not (np.isfinite(stats["loss"]) and np.isfinite(grad_norm))
+    rolled_back = False
     if skipped:
         optimizer.zero_grad(set_to_none=True)
     else:
         if cfg_optimizer.max_grad_norm > 0:
             torch.nn.utils.clip_grads_with_norm_(params, cfg_optimizer.max_grad_norm,
                                                  torch.tensor(grad_norm))
-        optimizer.step()
+        before = _snapshot(params, optimizer)
+        try:
+            optimizer.step()
+            rolled_back = not _all_finite(params)
+        except RuntimeError as exc:  # torch refuses a step size beyond float32 (lr ~1e38 and up)
+            if "overflow" not in str(exc):
+                raise
+            rolled_back = True
         optimizer.zero_grad(set_to_none=True)
+        if rolled_back:
+            _restore(params, optimizer, before)
+            skipped = True
     with warnings.catch_warnings():
         # LR is a function of the step even when a skipped first step never called optimizer.step().
         warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
@@ -209,4 +224,33 @@ def train_step(
     t2 = time.perf_counter()
     model.eval()
     return {**stats, "grad_norm": grad_norm, "lr": lr, "skipped": float(skipped),
-            "forward_backward_s": t1 - t0, "optimizer_s": t2 - t1}
+            "rolled_back": float(rolled_back), "forward_backward_s": t1 - t0, "optimizer_s": t2 - t1}
+
+
+# --- rollback of an update that made a weight non-finite -------------------------------------
+
+_Snapshot = tuple[list[torch.Tensor], dict[torch.Tensor, dict[str, object]]]
+
+
+def _snapshot(params: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> _Snapshot:
+    """Copies of the trainable weights and their optimizer state (moments, step count)."""
+    weights = [p.detach().clone() for p in params]
+    state = {p: {k: v.clone() if isinstance(v, torch.Tensor) else v
+                 for k, v in optimizer.state[p].items()}
+             for p in params if p in optimizer.state}
+    return weights, state
+
+
+def _all_finite(params: list[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in params)
+
+
+@torch.no_grad()
+def _restore(params: list[torch.Tensor], optimizer: torch.optim.Optimizer, snap: _Snapshot) -> None:
+    weights, state = snap
+    for p, w in zip(params, weights, strict=True):
+        p.copy_(w)
+        if p in state:
+            optimizer.state[p] = state[p]
+        else:
+            optimizer.state.pop(p, None)  # the first step created it
