@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,7 +233,7 @@ def train_step(
 _Snapshot = tuple[list[torch.Tensor], dict[torch.Tensor, dict[str, object]]]
 
 
-def _snapshot(params: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> _Snapshot:
+def _snapshot(params: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer) -> _Snapshot:
     """Copies of the trainable weights and their optimizer state (moments, step count)."""
     weights = [p.detach().clone() for p in params]
     state = {p: {k: v.clone() if isinstance(v, torch.Tensor) else v
@@ -241,12 +242,12 @@ def _snapshot(params: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> _
     return weights, state
 
 
-def _all_finite(params: list[torch.Tensor]) -> bool:
+def _all_finite(params: Sequence[torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in params)
 
 
 @torch.no_grad()
-def _restore(params: list[torch.Tensor], optimizer: torch.optim.Optimizer, snap: _Snapshot) -> None:
+def _restore(params: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer, snap: _Snapshot) -> None:
     weights, state = snap
     for p, w in zip(params, weights, strict=True):
         p.copy_(w)
