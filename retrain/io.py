@@ -73,6 +73,16 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None if the file is missing, unreadable, not JSON, or not an
+    object: for files a kill, a full disk or a user may have damaged."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON object as one line and flush it to the OS."""
     line = json.dumps(record, default=_json_default, allow_nan=True) + "\n"

@@ -8,7 +8,6 @@ summary.json}), never on the trainer, so it works on finished runs, on runs stil
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrain.errors import RetrainError
-from retrain.io import read_jsonl
+from retrain.io import read_json_object, read_jsonl
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,14 +103,6 @@ def _is_training_row(row: dict[str, Any]) -> bool:
     return any(k not in ("step", "condition") and not k.startswith("eval_") for k in row)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -160,7 +151,7 @@ def load_run(run_dir: Path, *, entry: dict[str, Any] | None = None, campaign: st
     """Read one run dir. `entry` merges the plan and manifest records of a campaign run."""
     entry = entry or {}
     config = _read_toml(run_dir / "config.toml")
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_json_object(run_dir / "summary.json")
     rows = read_metrics(run_dir / "metrics.jsonl")
     summ = summary or {}
     training_raw = config.get("training")
@@ -211,8 +202,8 @@ def is_run_dir(path: Path) -> bool:
 
 def load_campaign(path: Path) -> CampaignData:
     """Every run of a campaign in plan order, plus manifest-only runs and stray runs/<dir>s."""
-    plan = _read_json(path / "plan.json")
-    manifest = _read_json(path / "manifest.json")
+    plan = read_json_object(path / "plan.json")
+    manifest = read_json_object(path / "manifest.json")
     plan_runs = [r for r in (plan or {}).get("runs", []) if isinstance(r, dict) and "name" in r]
     man_runs = (manifest or {}).get("runs") or {}
     man_runs = man_runs if isinstance(man_runs, dict) else {}

@@ -7,12 +7,11 @@ recommendation and the final comparison.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retrain.io import atomic_write_json
+from retrain.io import atomic_write_json, last_jsonl, read_json_object
 
 MANIFEST = "manifest.json"
 STATUSES = ("pending", "running", "done", "failed", "interrupted")
@@ -29,12 +28,7 @@ class Manifest:
 
     @classmethod
     def create(cls, out: Path, plan: dict[str, Any]) -> Manifest:
-        runs = {
-            r["name"]: {"status": "pending", "condition": r["condition"], "seed": r["seed"],
-                        "run_dir": r["run_dir"], "attempts": 0, "started": None, "ended": None,
-                        "wall_time_s": None, "error": None, "step": 0, "max_steps": r["max_steps"]}
-            for r in plan["runs"]
-        }
+        runs = {r["name"]: pending_record(r) for r in plan["runs"]}
         m = cls(out / MANIFEST, {"campaign": plan["campaign"], "spec_hash": plan["spec_hash"],
                                  "status": "running", "created": now(), "updated": now(),
                                  "runs": runs, "squeeze": None, "comparison": None})
@@ -42,8 +36,35 @@ class Manifest:
         return m
 
     @classmethod
-    def load(cls, out: Path) -> Manifest:
-        return cls(out / MANIFEST, json.loads((out / MANIFEST).read_text()))
+    def load(cls, out: Path) -> Manifest | None:
+        """The manifest, or None if it is missing or damaged (not a JSON object of runs)."""
+        data = read_json_object(out / MANIFEST)
+        if not (data is not None and isinstance(data.get("runs"), dict)
+                and all(isinstance(r, dict) and r.get("status") in STATUSES
+                        for r in data["runs"].values())):
+            return None
+        return cls(out / MANIFEST, data)
+
+    @classmethod
+    def rebuild(cls, out: Path, plan: dict[str, Any]) -> Manifest:
+        """A new manifest for `plan` whose run records come from the run dirs: the status in a
+        run's summary.json (a run dir without one was cut short: interrupted), the last step of
+        its metrics.jsonl. Attempts, times and errors of earlier attempts are not recoverable."""
+        m = cls.create(out, plan)
+        for r in plan["runs"]:
+            run_dir = out / r["run_dir"]
+            if not run_dir.is_dir():
+                continue
+            rec = m.runs[r["name"]]
+            summary = read_json_object(run_dir / "summary.json") or {}
+            status = summary.get("status")
+            rec["status"] = status if status in ("done", "failed", "interrupted") else "interrupted"
+            rec["error"] = summary.get("error")
+            rec["attempts"] = 1
+            last = last_jsonl(run_dir / "metrics.jsonl")
+            rec["step"] = last["step"] if last and isinstance(last.get("step"), int) else 0
+        m.save()
+        return m
 
     @property
     def runs(self) -> dict[str, dict[str, Any]]:
@@ -65,3 +86,10 @@ class Manifest:
         for rec in self.runs.values():
             out[rec["status"]] += 1
         return out
+
+
+def pending_record(run: dict[str, Any]) -> dict[str, Any]:
+    """The manifest record of a run from the plan that has not started."""
+    return {"status": "pending", "condition": run["condition"], "seed": run["seed"],
+            "run_dir": run["run_dir"], "attempts": 0, "started": None, "ended": None,
+            "wall_time_s": None, "error": None, "step": 0, "max_steps": run["max_steps"]}

@@ -17,7 +17,12 @@ from retrain.config.render import config_to_dict, flat_dict
 
 def spec_hash(runs: tuple[RunSpec, ...] | list[RunSpec]) -> str:
     """Hash of the run names and their resolved configs: equal iff the experiments are equal."""
-    blob = json.dumps([[r.name, r.config_hash] for r in runs], separators=(",", ":"))
+    return hash_runs([(r.name, r.config_hash) for r in runs])
+
+
+def hash_runs(pairs: list[tuple[str, str]]) -> str:
+    """`spec_hash` of (run name, config hash) pairs in plan order."""
+    blob = json.dumps([list(p) for p in pairs], separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -75,4 +80,4 @@ def _flat(nested: dict[str, Any]) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, t in nested.items() if isinstance(t, dict) for k, v in t.items()}
 
 
-__all__ = ["diff_plans", "flat_dict", "plan_dict", "run_entry", "spec_hash"]
+__all__ = ["diff_plans", "flat_dict", "hash_runs", "plan_dict", "run_entry", "spec_hash"]

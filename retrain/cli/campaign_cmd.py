@@ -104,13 +104,21 @@ def resume(
     from retrain.campaign.grid import campaign_from_raw
     from retrain.config.load import apply_dotted, parse_sets, read_toml
     from retrain.errors import ResumeError
+    from retrain.io import read_json_object
 
     plan_path = campaign_dir / "plan.json"
-    if not plan_path.is_file() or not (campaign_dir / "campaign.toml").is_file():
+    if not plan_path.exists() or not (campaign_dir / "campaign.toml").is_file():
         raise ResumeError(f"{campaign_dir}: not a campaign directory (needs plan.json and campaign.toml)")
-    sets = json.loads(plan_path.read_text()).get("sets", [])
+    old_plan = read_json_object(plan_path)
+    if old_plan is None:
+        err_console.print(f"warning: {plan_path} is damaged; resuming with campaign.toml as it is "
+                          "(if the campaign was started with --set, run `retrain campaign run "
+                          f"{campaign_dir / 'campaign.toml'} --out {campaign_dir} --set ...` with "
+                          "the same overrides instead)", highlight=False, soft_wrap=True)
+    sets = [str(v) for v in (old_plan or {}).get("sets", []) if isinstance(v, str)]
     raw = apply_dotted(read_toml(campaign_dir / "campaign.toml"), parse_sets(sets))
-    old_name = json.loads(plan_path.read_text()).get("campaign", campaign_dir.name)
+    old_name = (old_plan or {}).get("campaign")
+    old_name = old_name if isinstance(old_name, str) else campaign_dir.name
     spec = campaign_from_raw(raw, source=str(campaign_dir / "campaign.toml"), default_name=old_name)
     _execute(spec, campaign_dir, source_text=(campaign_dir / "campaign.toml").read_text(encoding="utf-8"),
              sets=sets, force=force, executor=executor.value if executor else None,
@@ -130,11 +138,20 @@ def status(
 
 def _execute(spec, out_dir: Path, *, source_text: str, sets: list[str], force: bool,  # noqa: ANN001
              executor: str | None, mode: str) -> None:
+    from retrain.backend.local.cache import PRESETS, cache_root
     from retrain.campaign.runner import CampaignRunner, build_executor, prepare
     from retrain.trainer.signals import graceful_stop
     from retrain.trainer.state import StopFlag
 
-    manifest, resumed = prepare(spec, out_dir, source_text=source_text, sets=sets, force=force)
+    if any(r.config.model.name in PRESETS for r in spec.runs):
+        cache_root()  # RETRAIN_CACHE naming a file is refused before the campaign dir is written
+
+    def warn(text: str) -> None:
+        if mode != "none":
+            err_console.print(f"warning: {text}", highlight=False, soft_wrap=True)
+
+    manifest, resumed = prepare(spec, out_dir, source_text=source_text, sets=sets, force=force,
+                                say=warn)
     runner = CampaignRunner(spec, out_dir, manifest, executor=build_executor(spec, executor=executor),
                             console_mode=mode)
     if mode != "none":

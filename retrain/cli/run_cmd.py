@@ -56,6 +56,8 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config, set_ or [])
             stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
             run_dir = out or Path("logs") / f"{cfg.condition}_s{cfg.training.seed}_{stamp}"
+            if run_dir.exists() and not run_dir.is_dir():
+                raise ResumeError(f"--out {run_dir} is a file; give a directory for the run")
             if (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists():
                 raise ResumeError(f"{run_dir} already holds a run; continue it with "
                                   f"`retrain run --resume {run_dir}` or pick another --out")

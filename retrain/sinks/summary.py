@@ -12,14 +12,12 @@ the previous invocation (time of an invocation that was killed without writing o
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from retrain.io import atomic_write_json, iter_jsonl
+from retrain.io import atomic_write_json, iter_jsonl, read_json_object
 from retrain.sinks.base import NullSink, RunInfo, eval_key
 
 SUMMARY_FILE = "summary.json"
@@ -117,7 +115,7 @@ class SummarySink(NullSink):
             values = {k: v for k, v in row.items() if k.startswith("eval_")}
             if values:
                 self.evals.setdefault(step, {}).update(values)
-        previous = _read_json(info.run_dir / SUMMARY_FILE)
+        previous = read_json_object(info.run_dir / SUMMARY_FILE) or {}
         prior = previous.get("wall_time_s")
         if isinstance(prior, int | float):
             self.prior_wall_time_s = float(prior)
@@ -157,10 +155,3 @@ class SummarySink(NullSink):
 def _opt_int(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return obj if isinstance(obj, dict) else {}

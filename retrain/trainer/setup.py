@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from retrain.config.schema import DataConfig, RetrainConfig
-from retrain.errors import ResumeError
 from retrain.tasks import build_task
 from retrain.tasks.base import Task, stream_rng
 from retrain.trainer.state import TrainerState
@@ -156,7 +155,7 @@ def build_context(cfg: RetrainConfig, run_dir: Path, *, resume: bool, progress: 
     import torch
 
     quiet_libraries()
-    from retrain.backend.local.checkpoint import latest_checkpoint, load_checkpoint
+    from retrain.backend.local.checkpoint import clean_temp_dirs, load_latest
     from retrain.backend.local.lora import apply_lora
     from retrain.backend.local.model import count_parameters, load_model_and_tokenizer
     from retrain.backend.local.optim import build_optimizer
@@ -174,12 +173,9 @@ def build_context(cfg: RetrainConfig, run_dir: Path, *, resume: bool, progress: 
     params = count_parameters(model)
     optimizer, scheduler = build_optimizer(model, cfg.optimizer, max_steps=cfg.training.max_steps)
     state = TrainerState()
+    clean_temp_dirs(run_dir)
     if resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise ResumeError(f"{run_dir}: no checkpoint to resume from (checkpoints/ is empty); "
-                              "start it fresh with `retrain run CONFIG --out DIR`")
-        state = TrainerState.from_dict(load_checkpoint(ckpt, model, optimizer, scheduler))
+        state = TrainerState.from_dict(load_latest(run_dir, model, optimizer, scheduler))
     return RunContext(cfg=cfg, run_dir=run_dir, task=task, model=model, tokenizer=tokenizer,
                       device=device, optimizer=optimizer, scheduler=scheduler, state=state,
                       params=params, model_path=model_path)

@@ -7,13 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from peft import PeftModel
 
 from retrain.backend.local.checkpoint import (
+    clean_temp_dirs,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_latest,
     save_checkpoint,
     save_final_adapter,
 )
@@ -21,6 +24,7 @@ from retrain.backend.local.loss import train_step
 from retrain.backend.local.optim import build_optimizer
 from retrain.backend.local.sampler import sample
 from retrain.config.schema import OptimizerConfig, TrainingConfig
+from retrain.errors import ResumeError
 from tests.backend.conftest import PROMPTS
 
 OPT = OptimizerConfig(lr=5e-3, warmup_steps=2, schedule="cosine")
@@ -74,6 +78,75 @@ def test_keep_and_latest(make_lora: Callable[..., tuple], tmp_path: Path) -> Non
     assert latest_checkpoint(tmp_path / "nothing") is None
     again = save_checkpoint(tmp_path, 3, model, opt, sched, {"step": 3}, keep=2)  # same step
     assert (again / "adapter_model.safetensors").exists()
+
+
+def _lora_weights(model: PeftModel) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+DAMAGES: dict[str, Callable[[Path], None]] = {
+    "optimizer.pt missing": lambda d: (d / "optimizer.pt").unlink(),
+    "optimizer.pt truncated": lambda d: (d / "optimizer.pt").write_bytes(
+        (d / "optimizer.pt").read_bytes()[:100]),
+    "scheduler.pt garbage": lambda d: (d / "scheduler.pt").write_bytes(b"not a torch file"),
+    "trainer_state.json empty": lambda d: (d / "trainer_state.json").write_text(""),
+    "trainer_state.json not a state": lambda d: (d / "trainer_state.json").write_text("[1, 2]"),
+    "adapter corrupt": lambda d: (d / "adapter_model.safetensors").write_bytes(b"\x00" * 64),
+    "adapter missing": lambda d: (d / "adapter_model.safetensors").unlink(),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(
+        make_lora: Callable[..., tuple], tmp_path: Path, damage: str) -> None:
+    model, tok = make_lora(init_b=False)
+    opt, sched = build_optimizer(model, OPT, max_steps=6)
+    _step(model, tok, opt, sched, 0)
+    save_checkpoint(tmp_path, 1, model, opt, sched, {"step": 1}, keep=2)
+    at_step_1 = _lora_weights(model)
+    _step(model, tok, opt, sched, 1)
+    newest = save_checkpoint(tmp_path, 2, model, opt, sched, {"step": 2}, keep=2)
+    DAMAGES[damage](newest)
+
+    fresh, _ = make_lora(seed=99, init_b=False)
+    opt2, sched2 = build_optimizer(fresh, OPT, max_steps=6)
+    before = _lora_weights(fresh)
+    with pytest.raises(Exception, match="step_000002"):  # the damaged one alone: refused intact
+        load_checkpoint(newest, fresh, opt2, sched2)
+    assert all(torch.equal(before[n], p) for n, p in _lora_weights(fresh).items())
+
+    assert load_latest(tmp_path, fresh, opt2, sched2) == {"step": 1}
+    assert all(torch.equal(at_step_1[n], p) for n, p in _lora_weights(fresh).items())
+    assert sched2.last_epoch == 1
+    # moved aside (kept for a look, ignored from now on): a later save of step 2 is clean
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000001"]
+    assert (tmp_path / "checkpoints" / ".damaged-step_000002").is_dir()
+
+
+def test_no_intact_checkpoint_is_one_clear_error(make_lora: Callable[..., tuple], tmp_path: Path) -> None:
+    model, _ = make_lora()
+    opt, sched = build_optimizer(model, OPT, max_steps=6)
+    for step in (1, 2):
+        ckpt = save_checkpoint(tmp_path, step, model, opt, sched, {"step": step}, keep=2)
+        (ckpt / "optimizer.pt").write_bytes(b"")
+    with pytest.raises(ResumeError, match=r"no intact checkpoint.*step_000002.*step_000001"):
+        load_latest(tmp_path, model, opt, sched)
+    with pytest.raises(ResumeError, match="no checkpoint to resume from"):
+        load_latest(tmp_path / "empty", model, opt, sched)
+
+
+def test_temp_dirs_left_by_a_kill_are_cleaned(make_lora: Callable[..., tuple], tmp_path: Path) -> None:
+    model, _ = make_lora()
+    opt, sched = build_optimizer(model, OPT, max_steps=6)
+    save_checkpoint(tmp_path, 1, model, opt, sched, {"step": 1}, keep=2)
+    left = [tmp_path / "checkpoints" / ".step_000002.tmp-ab12", tmp_path / ".adapter.tmp-cd34",
+            tmp_path / "checkpoints" / ".step_000001.old-77"]
+    for d in left:
+        d.mkdir()
+        (d / "optimizer.pt").write_bytes(b"partial")
+    assert sorted(clean_temp_dirs(tmp_path)) == sorted(left)
+    assert not any(d.exists() for d in left)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000001"]
 
 
 def test_final_adapter_loads_with_peft(make_lora: Callable[..., tuple], tiny_dir: Path,

@@ -23,8 +23,14 @@ PRESETS: dict[str, dict[str, int]] = {
 
 
 def cache_root() -> Path:
-    """`$RETRAIN_CACHE`, default ~/.cache/retrain."""
-    return Path(os.environ.get("RETRAIN_CACHE") or Path.home() / ".cache" / "retrain")
+    """`$RETRAIN_CACHE`, default ~/.cache/retrain; a ConfigError if it names a file."""
+    from retrain.errors import ConfigError
+
+    path = Path(os.environ.get("RETRAIN_CACHE") or Path.home() / ".cache" / "retrain")
+    if path.exists() and not path.is_dir():
+        raise ConfigError([f"RETRAIN_CACHE={path} is a file, not a directory; point RETRAIN_CACHE "
+                           "at a directory (it is created if missing)"])
+    return path
 
 
 def cache_key(preset: str, *, task_key: dict, steps: int, lr: float, batch_size: int, seed: int) -> str:

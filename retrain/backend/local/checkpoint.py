@@ -7,13 +7,20 @@ Layout of `<run>/checkpoints/step_NNNNNN/`:
     trainer_state.json   {"format_version", "step", "trainer_state": {...}, "rng_state": {...}}
     optimizer.pt, scheduler.pt   torch.save of state dicts (tensors and plain values only)
 A checkpoint is written into a temp dir next to its final name and renamed, so a kill leaves
-either the whole checkpoint or none; readers ignore dot-prefixed temp dirs. Nothing is
-unpickled on load except through `torch.load(weights_only=True)`.
+either the whole checkpoint or none; readers ignore dot-prefixed temp dirs, and the next run in
+the dir deletes the ones a kill left behind (`clean_temp_dirs`). Nothing is unpickled on load
+except through `torch.load(weights_only=True)`.
+
+Resume (`load_latest`) reads every file of the newest checkpoint before touching the model; a
+checkpoint with a missing or unreadable file is moved aside to `checkpoints/.damaged-step_N/`
+and the next older one is tried, so a damaged newest checkpoint costs the steps since the older
+one, never the run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -28,6 +35,8 @@ from safetensors.torch import load_file
 
 from retrain.errors import ResumeError
 from retrain.io import atomic_write_json
+
+log = logging.getLogger("retrain.checkpoint")
 
 FORMAT_VERSION = 1
 CHECKPOINTS = "checkpoints"
@@ -120,31 +129,112 @@ def save_checkpoint(
     return final
 
 
+class DamagedCheckpoint(Exception):
+    """A checkpoint with a missing or unreadable file; the message names the file."""
+
+
+def read_checkpoint(ckpt_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Every file of a checkpoint, read and checked, without touching any model.
+
+    Returns {"saved": trainer_state.json, "adapter": tensors, "optimizer": ..., "scheduler": ...};
+    raises DamagedCheckpoint naming the first file that is missing or unreadable.
+    """
+    ckpt_dir = Path(ckpt_dir)
+
+    def part(name: str, read: Any) -> Any:
+        path = ckpt_dir / name
+        if not path.is_file():
+            raise DamagedCheckpoint(f"{path} is missing")
+        try:
+            return read(path)
+        except Exception as exc:  # noqa: BLE001 - any reader error means the file is damaged
+            raise DamagedCheckpoint(f"{path} is unreadable ({type(exc).__name__}: {exc})") from exc
+
+    saved = part(STATE_FILE, lambda p: json.loads(p.read_text()))
+    if not (isinstance(saved, dict) and isinstance(saved.get("trainer_state"), dict)
+            and isinstance(saved.get("rng_state"), dict) and isinstance(saved.get("step"), int)):
+        raise DamagedCheckpoint(f"{ckpt_dir / STATE_FILE} lacks step, trainer_state or rng_state")
+    return {
+        "saved": saved,
+        "adapter": part(ADAPTER_FILE, lambda p: load_file(str(p), device=str(device))),
+        "optimizer": part("optimizer.pt", lambda p: torch.load(p, weights_only=True,
+                                                              map_location=device)),
+        "scheduler": part("scheduler.pt", lambda p: torch.load(p, weights_only=True)),
+    }
+
+
 def load_checkpoint(
     ckpt_dir: Path,
     model: PeftModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> dict[str, Any]:
-    """Restore adapter weights, optimizer, scheduler and RNG states; returns the trainer_state."""
+    """Restore adapter weights, optimizer, scheduler and RNG states; returns the trainer_state.
+
+    Raises DamagedCheckpoint (before changing anything) if a file is missing or unreadable.
+    """
     ckpt_dir = Path(ckpt_dir)
-    state_path = ckpt_dir / STATE_FILE
-    if not state_path.exists() or not (ckpt_dir / ADAPTER_FILE).exists():
-        raise ResumeError(f"{ckpt_dir} is not a complete checkpoint "
-                          f"(needs {STATE_FILE} and {ADAPTER_FILE})")
-    saved = json.loads(state_path.read_text())
     device = next(model.parameters()).device
-    adapter = load_file(str(ckpt_dir / ADAPTER_FILE), device=str(device))
-    result = set_peft_model_state_dict(model, adapter)
-    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-    if missing:
-        raise ResumeError(f"{ckpt_dir}: adapter keys do not match the model (e.g. {missing[0]}); "
+    parts = read_checkpoint(ckpt_dir, device)
+    unexpected = [k for k in getattr(set_peft_model_state_dict(model, parts["adapter"]),
+                                     "unexpected_keys", []) if "lora_" in k]
+    if unexpected:
+        raise ResumeError(f"{ckpt_dir}: adapter keys do not match the model (e.g. {unexpected[0]}); "
                           "was lora.rank or lora.target_modules changed?")
-    optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True,
-                                         map_location=device))
-    scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=True))
-    set_rng_state(saved["rng_state"])
-    return dict(saved["trainer_state"])
+    try:
+        optimizer.load_state_dict(parts["optimizer"])
+        scheduler.load_state_dict(parts["scheduler"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DamagedCheckpoint(f"{ckpt_dir}: optimizer.pt or scheduler.pt does not fit this "
+                                f"run ({type(exc).__name__}: {exc})") from exc
+    set_rng_state(parts["saved"]["rng_state"])
+    return dict(parts["saved"]["trainer_state"])
+
+
+def load_latest(
+    run_dir: Path,
+    model: PeftModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> dict[str, Any]:
+    """Restore from the newest intact checkpoint; damaged newer ones are moved aside.
+
+    Raises ResumeError if there is no checkpoint or none is intact.
+    """
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise ResumeError(f"{run_dir}: no checkpoint to resume from (checkpoints/ is empty); "
+                          "start it fresh with `retrain run CONFIG --out DIR`")
+    problems: list[str] = []
+    for ckpt in reversed(found):
+        try:
+            state = load_checkpoint(ckpt, model, optimizer, scheduler)
+        except DamagedCheckpoint as exc:
+            problems.append(str(exc))
+            aside = ckpt.with_name(f".damaged-{ckpt.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.rename(ckpt, aside)
+            log.warning("checkpoint %s is damaged (%s); moved it to %s and trying the one before",
+                        ckpt.name, exc, aside.name)
+            continue
+        if problems:
+            log.warning("resuming from %s: the %d newer checkpoint(s) were damaged", ckpt.name,
+                        len(problems))
+        return state
+    raise ResumeError(f"{run_dir}: no intact checkpoint to resume from ({'; '.join(problems)}); "
+                      "the damaged ones are in checkpoints/.damaged-*; start the run fresh")
+
+
+def clean_temp_dirs(run_dir: Path) -> list[Path]:
+    """Delete the temp dirs a kill mid-write left (`checkpoints/.step_*.tmp-*`, `.old-*`,
+    `.adapter.tmp-*`); only one process writes a run dir at a time. Returns what was removed."""
+    run_dir = Path(run_dir)
+    found = [*((run_dir / CHECKPOINTS).glob(".step_*.tmp-*")),
+             *((run_dir / CHECKPOINTS).glob(".step_*.old-*")),
+             *run_dir.glob(".adapter.tmp-*"), *run_dir.glob(".adapter.old-*")]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return found
 
 
 def save_final_adapter(run_dir: Path, model: PeftModel) -> Path:
