@@ -25,7 +25,6 @@ Deviations and choices:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import numpy as np
@@ -143,21 +142,22 @@ def _check_output(out: object, n: int, name: str) -> np.ndarray:
 
 
 def load_custom_advantage(path: str) -> AdvantageFn:
-    """Import `package.module:function` and check it on a sample group.
+    """Import `package.module:function` (or `file.py:function`) and check it on a sample group.
 
     The function gets a float64 rewards_G array and must return G finite advantages. Raises
     ValueError with a message naming the path on any failure (import, attribute, call, output).
     """
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
+    from retrain.errors import DataError
+    from retrain.plugins import ADVANTAGE_ARITY, check_arity, is_plugin_path, load_plugin
+
+    if not is_plugin_path(path):
         raise ValueError(f"custom advantage must be 'package.module:function', got {path!r}")
+    key = f"custom advantage {path!r}"
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"custom advantage {path!r}: cannot import {module_name!r}: {exc}") from exc
-    fn = getattr(module, attr, None)
-    if fn is None or not callable(fn):
-        raise ValueError(f"custom advantage {path!r}: {module_name!r} has no function {attr!r}")
+        fn = load_plugin(path, key)
+        check_arity(fn, path, key, ADVANTAGE_ARITY)
+    except DataError as exc:
+        raise ValueError(str(exc)) from exc
     sample_G = np.array([0.0, 1.0, 1.0, 0.5])
     try:
         out = fn(sample_G.copy())

@@ -274,21 +274,21 @@ def _fmt_pattern(p: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} = {v!r}" for k, v in p.items())
 
 
-def load_campaign(path: str | Path, sets: Iterable[str] = (), *, check_plugins: bool = True) -> CampaignSpec:
+def load_campaign(path: str | Path, sets: Iterable[str] = (), *, plugins: str = "import") -> CampaignSpec:
     """Load, validate and expand a campaign file; every problem is reported at once."""
     raw = read_toml(path)
     raw = apply_dotted(raw, parse_sets(sets))
-    return campaign_from_raw(raw, source=str(path), default_name=Path(path).stem, check_plugins=check_plugins)
+    return campaign_from_raw(raw, source=str(path), default_name=Path(path).stem, plugins=plugins)
 
 
 def campaign_from_raw(raw: Mapping[str, Any], *, source: str, default_name: str,
-                      check_plugins: bool = True) -> CampaignSpec:
+                      plugins: str = "import") -> CampaignSpec:
     camp = raw.get("campaign", {})
     if not isinstance(camp, dict):
         raise ConfigError(["campaign: must be a table ([campaign])"], source=source)
     base_raw = dict(raw)
     base_raw["campaign"] = {k: v for k, v in camp.items() if k not in CAMPAIGN_STRUCTURE_KEYS}
-    base, explicit = build_config(base_raw, source=source, strict_sections=False, check_plugins=check_plugins)
+    base, explicit = build_config(base_raw, source=source, strict_sections=False, plugins=plugins)
     problems: list[str] = []
     from retrain.config.render import flat_dict
 
@@ -300,7 +300,7 @@ def campaign_from_raw(raw: Mapping[str, Any], *, source: str, default_name: str,
         for cond in conditions:
             cond_raw = apply_dotted(base_raw, cond.overrides)
             try:
-                cfg, _ = build_config(cond_raw, strict_sections=False, check_plugins=check_plugins,
+                cfg, _ = build_config(cond_raw, strict_sections=False, plugins=plugins,
                                       prefix=f"condition '{cond.label}': ")
             except ConfigError as exc:
                 problems.extend(exc.problems)

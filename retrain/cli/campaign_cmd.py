@@ -32,11 +32,11 @@ def plan(
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
-    """Expand the grid and print every run (nothing is trained or written)."""
+    """Expand the grid and print every run (nothing is trained or written, no plugin code runs)."""
     from retrain.campaign.grid import load_campaign
     from retrain.campaign.plan import plan_dict
 
-    spec = load_campaign(file, set_ or [])
+    spec = load_campaign(file, set_ or [], plugins="locate")
     data = plan_dict(spec)
     if as_json:
         typer.echo(json.dumps(data, indent=2))

@@ -225,20 +225,32 @@ def cross_field_problems(cfg: RetrainConfig, explicit: set[str], *, strict_secti
     return p
 
 
-def plugin_problems(cfg: RetrainConfig, *, prefix: str = "") -> list[str]:
-    """Checks that import user code or optional packages: custom advantage, data, wandb."""
+PLUGIN_MODES = ("import", "locate", "skip")
+
+
+def plugin_problems(cfg: RetrainConfig, *, prefix: str = "", plugins: str = "import") -> list[str]:
+    """Checks of user code and optional packages: custom advantage, data, wandb.
+
+    `plugins`: "import" runs the plugins' modules to check them (validate, run); "locate" checks
+    them without running user code (show, plan; see retrain.plugins); "skip" not at all.
+    """
     p: list[str] = []
     mode = cfg.algorithm.advantage_mode
-    if ":" in mode:
+    if ":" in mode and plugins == "import":
         from retrain.algo.advantages import load_custom_advantage
 
         try:
             load_custom_advantage(mode)
         except (ValueError, ImportError, AttributeError) as exc:
             p.append(f"{prefix}algorithm.advantage_mode: {exc}")
+    elif ":" in mode and plugins == "locate":
+        from retrain.plugins import ADVANTAGE_ARITY, check_plugin
+
+        p.extend(prefix + m for m in check_plugin(mode, "algorithm.advantage_mode",
+                                                  arities=ADVANTAGE_ARITY, run_code=False))
     from retrain.tasks import check_data_config
 
-    p.extend(prefix + m for m in check_data_config(cfg.data))
+    p.extend(prefix + m for m in check_data_config(cfg.data, run_code=plugins == "import"))
     from retrain.sinks import check_logging_config
 
     p.extend(prefix + m for m in check_logging_config(cfg.logging))
@@ -256,13 +268,14 @@ def canonical(cfg: RetrainConfig) -> RetrainConfig:
 
 
 def build_config(raw: Mapping[str, Any], *, source: str | None = None, strict_sections: bool = True,
-                 check_plugins: bool = True, prefix: str = "") -> tuple[RetrainConfig, set[str]]:
-    """Validate a raw TOML dict into a canonical RetrainConfig; raises ConfigError with every problem."""
+                 plugins: str = "import", prefix: str = "") -> tuple[RetrainConfig, set[str]]:
+    """Validate a raw TOML dict into a canonical RetrainConfig; raises ConfigError with every
+    problem. `plugins`: how user code is checked (see plugin_problems)."""
     built, problems, explicit = parse_sections(raw, prefix=prefix)
     cfg = RetrainConfig(**built)
     problems += cross_field_problems(cfg, explicit, strict_sections=strict_sections, prefix=prefix)
-    if check_plugins and not problems:
-        problems += plugin_problems(cfg, prefix=prefix)
+    if plugins != "skip" and not problems:
+        problems += plugin_problems(cfg, prefix=prefix, plugins=plugins)
     if problems:
         raise ConfigError(problems, source=source)
     return canonical(cfg), explicit
@@ -310,12 +323,12 @@ def apply_dotted(raw: dict[str, Any], dotted: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def load_config(path: str | Path, sets: Iterable[str] = (), *, check_plugins: bool = True) -> RetrainConfig:
+def load_config(path: str | Path, sets: Iterable[str] = (), *, plugins: str = "import") -> RetrainConfig:
     """Load a single-run config file with `--set` overrides applied."""
     raw = read_toml(path)
     raw = apply_dotted(raw, parse_sets(sets))
     raw = _strip_campaign_structure(raw)
-    cfg, _ = build_config(raw, source=str(path), check_plugins=check_plugins)
+    cfg, _ = build_config(raw, source=str(path), plugins=plugins)
     return cfg
 
 

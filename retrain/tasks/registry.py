@@ -12,10 +12,13 @@ from collections.abc import Callable
 
 from retrain.config.schema import DataConfig
 from retrain.errors import DataError
+from retrain.plugins import check_arity, check_plugin, is_plugin_path, load_plugin
 from retrain.tasks.base import Task
-from retrain.tasks.plugins import CustomRewardTask, check_plugin, is_plugin_path, load_plugin
+from retrain.tasks.plugins import CustomRewardTask
 
 TaskBuilder = Callable[[DataConfig, int], Task]
+TASK_ARITY = (0, 2)  # a task factory is called as factory() or factory(data, seed)
+REWARD_ARITY = (3,)  # a reward as fn(prompt, completion, answer)
 Checker = Callable[[DataConfig], list[str]]
 
 
@@ -75,7 +78,9 @@ def build_task(data: DataConfig, seed: int) -> Task:
             "or give 'package.module:function'"
         )
     if data.reward:
-        task = CustomRewardTask(task, load_plugin(data.reward, "data.reward"), data.reward)
+        fn = load_plugin(data.reward, "data.reward")
+        check_arity(fn, data.reward, "data.reward", REWARD_ARITY)
+        task = CustomRewardTask(task, fn, data.reward)
     return task
 
 
@@ -103,18 +108,21 @@ def _custom_task(data: DataConfig, seed: int) -> Task:
     return task
 
 
-def check_data_config(data: DataConfig) -> list[str]:
-    """Every problem of `[data]` found without building the task, each starting with its key."""
+def check_data_config(data: DataConfig, *, run_code: bool = True) -> list[str]:
+    """Every problem of `[data]` found without building the task, each starting with its key.
+
+    `run_code=False` checks plugin references without importing them (retrain.plugins)."""
     problems: list[str] = []
     if data.task in CHECKS:
         problems += CHECKS[data.task](data)
     elif is_plugin_path(data.task):
-        problems += check_plugin(data.task, "data.task")
+        problems += check_plugin(data.task, "data.task", arities=TASK_ARITY, run_code=run_code)
     else:
         problems.append(
             f"data.task: unknown task {data.task!r}; choose from {sorted(TASKS)} "
             "or give 'package.module:function'"
         )
     if data.reward:
-        problems += check_plugin(data.reward, "data.reward")
+        problems += check_plugin(data.reward, "data.reward", arities=REWARD_ARITY,
+                                 run_code=run_code)
     return problems

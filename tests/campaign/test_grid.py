@@ -81,7 +81,7 @@ def test_seed_is_set_per_run_and_hash_differs() -> None:
 def test_labels_are_filesystem_safe() -> None:
     spec = campaign_from_raw({"campaign": {"seeds": [1], "conditions": [
         {"lora.target_modules": ["q_proj", "v_proj"], "data.path": "a/b c.jsonl", "data.task": "file"}]}},
-        source="t", default_name="t", check_plugins=False)
+        source="t", default_name="t", plugins="skip")
     name = spec.runs[0].name
     assert "/" not in name and " " not in name
     assert name.startswith("grpo+none~lora.target_modules=q_proj,v_proj")
