@@ -312,6 +312,13 @@ def campaign_from_raw(raw: Mapping[str, Any], *, source: str, default_name: str,
                 runs.append(RunSpec(name=name, condition=cond.label, seed=seed,
                                     overrides=dict(cond.overrides), run_dir=f"runs/{name}",
                                     config=run_cfg, config_hash=config_hash(run_cfg)))
+    for run in runs:
+        if len(run.name.encode()) > MAX_RUN_NAME_BYTES:
+            problems.append(f"condition '{run.condition[:40]}…': its run name is "
+                            f"{len(run.name.encode())} bytes; run names become directory names "
+                            f"(at most {MAX_RUN_NAME_BYTES} bytes): give the condition a shorter "
+                            "`label`")
+            break
     first_label: dict[str, str] = {}
     for run in runs:  # e.g. "lora.rank" = [8, 8.0]: two labels, one resolved config
         other = first_label.setdefault(f"{run.seed}/{run.config_hash}", run.condition)
@@ -335,6 +342,10 @@ def campaign_from_raw(raw: Mapping[str, Any], *, source: str, default_name: str,
     name = base.campaign.name or default_name
     return CampaignSpec(name=name, source=source, base=base, conditions=tuple(conditions), runs=tuple(runs))
 
+
+# A run name is a directory name (file systems allow 255 bytes); room is left for the suffixes
+# retrain and tools add (wandb, `superseded/`).
+MAX_RUN_NAME_BYTES = 200
 
 # A campaign name becomes a directory under logs/: no separators, no '..', nothing absolute.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_+=~-][A-Za-z0-9._+=~-]{0,99}")

@@ -126,6 +126,8 @@ def check_range(value: Any, meta: Mapping[str, Any]) -> str | None:
             extra = " (or 'package.module:function')" if meta.get("open_choices") else ""
             shown = ", ".join(c if c else '""' for c in choices)
             return f"must be one of {shown}{extra}, got {value!r}{suggest(value, choices)}"
+    if meta.get("nonempty") and (value == "" or value == ()):
+        return f"must not be empty{meta.get('nonempty_hint', '')}"
     nums = value if isinstance(value, tuple) else (value,)
     for v in nums:
         if not isinstance(v, int | float) or isinstance(v, bool):
@@ -220,6 +222,13 @@ def cross_field_problems(cfg: RetrainConfig, explicit: set[str], *, strict_secti
                 p.append(f"{prefix}{keys[0]}: [{section}] settings are only used with a {section} "
                          f"transform, but algorithm.transform_mode = {cfg.algorithm.transform_mode!r}; "
                          f"remove them or pick a transform_mode that contains '{section}'")
+    from retrain.backend.local.cache import PRESET_LINEAR_LAYERS, PRESETS
+
+    if cfg.model.name in PRESETS:
+        unknown = [m for m in cfg.lora.target_modules if m not in PRESET_LINEAR_LAYERS]
+        if unknown:
+            p.append(f"{prefix}lora.target_modules: {unknown} are not layers of the "
+                     f"'{cfg.model.name}' model; choose from {list(PRESET_LINEAR_LAYERS)}")
     if cfg.squeeze.compress_to > 0 and cfg.squeeze.compress_to > cfg.lora.rank:
         p.append(f"{prefix}squeeze.compress_to: must be <= lora.rank ({cfg.lora.rank}), got {cfg.squeeze.compress_to}")
     return p
@@ -229,7 +238,7 @@ PLUGIN_MODES = ("import", "locate", "skip")
 
 
 def plugin_problems(cfg: RetrainConfig, *, prefix: str = "", plugins: str = "import") -> list[str]:
-    """Checks of user code and optional packages: custom advantage, data, wandb.
+    """Checks that look outside the config: user code, data files, the model, optional packages.
 
     `plugins`: "import" runs the plugins' modules to check them (validate, run); "locate" checks
     them without running user code (show, plan; see retrain.plugins); "skip" not at all.
@@ -251,6 +260,11 @@ def plugin_problems(cfg: RetrainConfig, *, prefix: str = "", plugins: str = "imp
     from retrain.tasks import check_data_config
 
     p.extend(prefix + m for m in check_data_config(cfg.data, run_code=plugins == "import"))
+    from retrain.backend.local.hub import model_source_problem
+
+    model_problem = model_source_problem(cfg.model.name, local_files_only=cfg.model.local_files_only)
+    if model_problem:
+        p.append(prefix + model_problem)
     from retrain.sinks import check_logging_config
 
     p.extend(prefix + m for m in check_logging_config(cfg.logging))

@@ -38,16 +38,20 @@ def _f(
     lt: float | None = None,
     choices: tuple[str, ...] | None = None,
     open_choices: bool = False,
+    nonempty: bool = False,
+    nonempty_hint: str = "",
 ) -> Any:
-    """A dataclass field with its help text and range. `open_choices`: a dotted path is also allowed."""
+    """A dataclass field with its help text and range. `open_choices`: a dotted path is also
+    allowed; `nonempty`: "" or [] is an error (`nonempty_hint` is appended to it)."""
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices,
+            "nonempty": nonempty, "nonempty_hint": nonempty_hint,
             "open_choices": open_choices}
     return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    name: str = _f("tiny", "'tiny' or 'small' (built offline and cached), a local HF model dir, or a hub id already in the HF cache")
+    name: str = _f("tiny", "'tiny' or 'small' (built offline and cached), a local HF model dir, or a hub id already in the HF cache", nonempty=True, nonempty_hint="; give 'tiny', 'small', a local model dir or a Hub id")
     dtype: str = _f("float32", "weights dtype", choices=("auto", "float32", "bfloat16", "float16"))
     device: str = _f("auto", "'auto' picks cuda when present, else cpu", choices=("auto", "cpu", "cuda", "mps"))
     local_files_only: bool = _f(True, "never reach the hub when loading a named model")
@@ -66,7 +70,7 @@ class LoraConfig:
     dropout: float = _f(0.0, "dropout on the LoRA input", ge=0, lt=1)
     target_modules: tuple[str, ...] = _f(
         ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-        "module names that get adapters (attention and MLP projections)")
+        "module names that get adapters (attention and MLP projections); the default list is filtered to the layers the model has, a list you give must exist in full", nonempty=True, nonempty_hint="; name at least one layer, e.g. ['q_proj', 'v_proj']")
     use_rslora: bool = _f(False, "rank-stabilised LoRA scaling alpha/sqrt(r)")
 
 

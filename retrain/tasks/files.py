@@ -14,6 +14,7 @@ such rows are graded as countdown automatically: one string-exact solution is ne
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ def _uses_countdown(data: DataConfig, columns: list[str]) -> bool:
 
 
 def check_file(data: DataConfig) -> list[str]:
-    """Config problems of the file task (path, layout, fields, match), each with its dotted key."""
+    """Config problems of the file task (path, layout, fields, match, and every row: a missing
+    or null prompt/answer, too few rows for the eval split), each with its dotted key."""
     problems: list[str] = []
     if data.match not in MATCH_MODES:
         problems.append(f"data.match: {data.match!r} is not one of {list(MATCH_MODES)}")
@@ -72,13 +74,33 @@ def check_file(data: DataConfig) -> list[str]:
                 problems.append(f"data.match: 'countdown' needs columns numbers and target in {str(f)!r}")
     except (DataError, OSError, UnicodeDecodeError) as exc:
         problems.append(str(exc) if isinstance(exc, DataError) else f"data.path: {exc}")
+    if not problems:
+        problems += _rows_problems(data)
     return problems
+
+
+def _rows_problems(data: DataConfig) -> list[str]:
+    """What building the task would refuse (it reads every row), cached per file version: a
+    campaign checks the same file once per condition."""
+    stamps = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size)
+                   for f in _sources(data) if f is not None)
+    return list(_rows_problems_cached(data, stamps))
+
+
+@functools.lru_cache(maxsize=16)
+def _rows_problems_cached(data: DataConfig, stamps: tuple[tuple[str, int, int], ...]) -> tuple[str, ...]:
+    try:
+        FileTask(data, seed=0)
+    except (DataError, OSError, UnicodeDecodeError) as exc:
+        return (str(exc) if isinstance(exc, DataError) else f"data.path: {exc}",)
+    return ()
 
 
 def _to_problem(row: dict[str, Any], data: DataConfig, where: str) -> Problem:
     for name in (data.prompt_field, data.answer_field):
         if name not in row or row[name] is None:
-            raise DataError(f"data.path: {where} has no {name!r} field")
+            raise DataError(f"data.path: {where} has no {name!r} value (missing or null); "
+                            "fix or drop that row")
     meta = dict(row)
     if "numbers" in meta and meta["numbers"] is not None:
         meta["numbers"] = tuple(meta["numbers"])

@@ -41,14 +41,16 @@ def test_missing_models_are_clear_errors(tmp_path: Path) -> None:
     kw = dict(dtype="float32", device="cpu", local_files_only=True, trust_remote_code=False)
     with pytest.raises(ModelLoadError, match="not a model directory"):
         load_model_and_tokenizer(str(tmp_path / "nope"), **kw)
-    with pytest.raises(RetrainError, match="cannot load 'no-such-org/no-such-model'"):
+    with pytest.raises(RetrainError, match="'no-such-org/no-such-model' is not in the Hugging Face cache"):
         load_model_and_tokenizer("no-such-org/no-such-model", **kw)
 
 
 def test_lora_targets_filtered_and_counted(tiny_dir: Path) -> None:
     kw = dict(dtype="float32", device="cpu", local_files_only=True, trust_remote_code=False)
     base, _, _ = load_model_and_tokenizer(str(tiny_dir), **kw)
-    model = apply_lora(base, LoraConfig(rank=4, target_modules=("q_proj", "v_proj", "c_attn")))
+    with pytest.raises(LoraTargetError, match=r"\['c_attn'\] not found"):  # a given list must exist
+        apply_lora(base, LoraConfig(rank=4, target_modules=("q_proj", "v_proj", "c_attn")))
+    model = apply_lora(base, LoraConfig(rank=4, target_modules=("q_proj", "v_proj")))
     counts = lora_parameter_counts(model)
     # 2 layers x 2 modules x (A: 64x4 + B: 4x64)
     assert counts["trainable"] == 2 * 2 * (64 * 4 + 4 * 64)

@@ -21,6 +21,10 @@ PRESETS: dict[str, dict[str, int]] = {
               "intermediate_size": 512},
 }
 
+# The Linear layers of every preset (Llama layout): what lora.target_modules may name.
+PRESET_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                        "down_proj", "lm_head")
+
 
 def cache_root() -> Path:
     """`$RETRAIN_CACHE`, default ~/.cache/retrain; a ConfigError if it names a file."""

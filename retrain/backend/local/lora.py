@@ -16,7 +16,7 @@ from retrain.errors import RetrainError
 
 
 class LoraTargetError(RetrainError):
-    """None of the configured LoRA target modules exist in the model."""
+    """A configured LoRA target module does not exist in the model."""
 
 
 def present_targets(model: PreTrainedModel, wanted: tuple[str, ...]) -> list[str]:
@@ -26,13 +26,19 @@ def present_targets(model: PreTrainedModel, wanted: tuple[str, ...]) -> list[str
 
 
 def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PeftModel:
-    """Wrap `model` with a LoRA adapter on the configured targets that exist in it."""
+    """Wrap `model` with a LoRA adapter on the configured targets.
+
+    The default list names the Llama-style projections and is filtered to those the model has;
+    a list the user gave must exist in full (a typo would otherwise train fewer layers than
+    asked, silently)."""
     targets = present_targets(model, tuple(cfg.target_modules))
-    if not targets:
+    given = tuple(cfg.target_modules) != LoraConfig().target_modules
+    missing = [t for t in cfg.target_modules if t not in targets] if given else []
+    if missing or not targets:
         leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
                          if type(m).__name__ in ("Linear", "Conv1D")})
         raise LoraTargetError(
-            f"lora.target_modules: none of {list(cfg.target_modules)} exist in "
+            f"lora.target_modules: {missing or list(cfg.target_modules)} not found in "
             f"{type(model).__name__}; its linear layers are named {leaves}")
     peft_cfg = PeftLoraConfig(
         r=cfg.rank, lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # peft takes floats at runtime

@@ -60,11 +60,14 @@ def load_model_and_tokenizer(
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    from retrain.backend.local.hub import looks_local as _looks_local
+    from retrain.backend.local.hub import model_source_problem
+
+    problem = model_source_problem(name_or_path, local_files_only=local_files_only)
+    if problem:  # before transformers: a missing offline model must not wait on the network
+        raise ModelLoadError(problem)
     path = Path(name_or_path).expanduser()
-    looks_local = path.exists() or name_or_path.startswith((".", "/", "~"))
-    if looks_local and not (path / "config.json").exists():
-        raise ModelLoadError(f"model.name: {name_or_path!r} is not a model directory "
-                             "(no config.json there)")
+    looks_local = _looks_local(name_or_path)
     source = str(path) if looks_local else name_or_path
     try:
         tokenizer = AutoTokenizer.from_pretrained(
