@@ -174,7 +174,10 @@ def _combos(camp: Mapping[str, Any], problems: list[str]) -> list[dict[str, Any]
             for i, c in enumerate(conds):
                 c = dict(c) if isinstance(c, dict) else c
                 label = c.pop("label", None) if isinstance(c, dict) else None
+                n_problems = len(problems)
                 row = _resolve_table(c, f"campaign.conditions[{i}]", problems)
+                if len(problems) > n_problems:
+                    continue  # reported; what is left of it could pose as another condition
                 if label is not None:
                     row["__label__"] = str(label)
                     row["__label_keys__"] = tuple(k for k in row if not k.startswith("__"))
@@ -239,7 +242,10 @@ def expand_conditions(camp: Mapping[str, Any], base: RetrainConfig, base_flat: M
         if pattern and len(combos) == before:
             problems.append(f"campaign.exclude[{i}]: matches no condition ({_fmt_pattern(pattern)}); check the values")
     for i, inc in enumerate(_as_list(camp.get("include"), "campaign.include", problems)):
-        combos.append(_resolve_table(inc, f"campaign.include[{i}]", problems))
+        n_problems = len(problems)
+        row = _resolve_table(inc, f"campaign.include[{i}]", problems)
+        if len(problems) == n_problems:  # else reported; the rest could pose as a duplicate
+            combos.append(row)
     conditions: list[Condition] = []
     seen: dict[str, int] = {}
     for c in combos:

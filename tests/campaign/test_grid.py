@@ -6,12 +6,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from retrain.campaign.grid import campaign_from_raw, load_campaign
 from retrain.campaign.plan import diff_plans, plan_dict, spec_hash
 from retrain.cli.app import app
+from retrain.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -101,6 +104,18 @@ def test_expansion_is_deterministic_and_hash_stable() -> None:
 def test_include_adds_to_default_ablation() -> None:
     names = expand({"campaign": {"seeds": [1], "include": [{"advantage_mode": "rloo"}]}})
     assert len(names) == 6 and names[-1] == "rloo+none_s1"
+
+
+@pytest.mark.parametrize("where", ["include", "conditions"])
+def test_a_bad_key_is_reported_once_not_as_a_duplicate(where: str) -> None:
+    """Issue 13.9: the bad key is dropped from the condition, which then looked like the default
+    grpo+none condition; only the key's own problem is reported."""
+    camp: dict[str, Any] = {"seeds": [1], "conditions": [{"advantage_mode": "grpo"}]}
+    camp.setdefault(where, []).append({"advantage_mode": "grpo", "lora.rnak": 8})
+    with pytest.raises(ConfigError) as err:
+        campaign_from_raw({"campaign": camp}, source="t", default_name="t")
+    assert len(err.value.problems) == 1, err.value.problems
+    assert "lora.rnak" in err.value.problems[0] and "duplicate" not in str(err.value)
 
 
 def test_plan_cli_table_and_json() -> None:
