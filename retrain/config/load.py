@@ -73,6 +73,8 @@ def coerce(value: Any, tp: Any) -> tuple[Any, str | None]:
         return coerce(value, inner)
     if origin is tuple:
         elem = typing.get_args(tp)[0]
+        if isinstance(value, str) and elem is str and value.lstrip().startswith("["):
+            return value, f"must be {_describe(tp)}: {_show(value)} is a string, not a list; write a TOML list (['a', 'b'])"
         if isinstance(value, str) and elem is str:
             # "a,b,c" is accepted for string lists (wandb_tags in the original tool was comma-separated)
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -92,7 +94,8 @@ def coerce(value: Any, tp: Any) -> tuple[Any, str | None]:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value, None
-        if isinstance(value, float) and value.is_integer():
+        # 1e3 means 1000; a float beyond 2**53 is no longer an exact integer (1e100 steps is a typo)
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
             return int(value), None
         return value, f"must be an integer, got {_show(value)}"
     if tp is float:
@@ -298,13 +301,26 @@ def build_config(raw: Mapping[str, Any], *, source: str | None = None, strict_se
 # --- overrides ---------------------------------------------------------------------------------
 
 def parse_value(text: str) -> Any:
-    """A `--set` value: TOML syntax when it parses (8, 1e-3, true, [8, 16], "x"), else the raw string."""
+    """A `--set` value: TOML syntax when it parses (8, 1e-3, true, [8, 16], "x"); a list of bare
+    words as Hydra writes it ([q_proj,v_proj]); else the raw string. A value that opens a list
+    and is neither raises ValueError: splitting it on commas would guess."""
     if text.strip().lower() in ("none", "null", "unset"):
         return None
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
+        pass
+    stripped = text.strip()
+    if not stripped.startswith("["):
         return text
+    inner = stripped[1:-1] if stripped.endswith("]") else None
+    if inner is None or any(c in inner for c in "[]{}\"'="):
+        raise ValueError(f"{text!r} is not a list: write it as TOML (['q_proj', 'v_proj']) or as "
+                         f"bare words ([q_proj,v_proj])")
+    items = [item.strip() for item in inner.split(",")]
+    if inner.strip() and "" in items:
+        raise ValueError(f"{text!r} has an empty item between commas")
+    return [parse_value(item) for item in items if item]
 
 
 def parse_sets(sets: Iterable[str]) -> dict[str, Any]:
@@ -317,7 +333,10 @@ def parse_sets(sets: Iterable[str]) -> dict[str, Any]:
         if not sep or "." not in key:
             problems.append(f"--set {item!r}: expected section.key=value, e.g. training.lr=1e-3")
             continue
-        out[key] = parse_value(value.strip())
+        try:
+            out[key] = parse_value(value.strip())
+        except ValueError as exc:
+            problems.append(f"--set {key}: {exc}")
     if problems:
         raise ConfigError(problems)
     return out

@@ -135,3 +135,42 @@ def test_config_show_of_a_campaign_prints_its_base() -> None:
     result = runner.invoke(app, ["config", "show", str(REPO / "campaigns" / "demo.toml")])
     assert result.exit_code == 0, result.output
     assert "base config of campaign 'demo'" in result.stdout
+
+
+@pytest.mark.parametrize("text,value", [
+    ("[q_proj,v_proj,k_proj]", ["q_proj", "v_proj", "k_proj"]),
+    ("[q_proj, v_proj]", ["q_proj", "v_proj"]),
+    ("[8,16]", [8, 16]),
+    ("[]", []),
+])
+def test_set_accepts_hydra_style_lists(text: str, value: object) -> None:
+    assert parse_value(text) == value
+
+
+def test_set_hydra_list_reaches_the_config_whole(tmp_path: Path) -> None:
+    # Regression: [q_proj,v_proj,k_proj] was split on commas into "[q_proj", "v_proj", "k_proj]"
+    # and the run trained v_proj only.
+    f = tmp_path / "c.toml"
+    f.write_text("")
+    cfg = load_config(f, ["lora.target_modules=[q_proj,v_proj,k_proj]"])
+    assert cfg.lora.target_modules == ("q_proj", "v_proj", "k_proj")
+
+
+@pytest.mark.parametrize("text", ["[q_proj,v_proj", "[a,,b]", '["a",b]', "[[a],b]"])
+def test_set_malformed_list_is_refused_not_guessed(tmp_path: Path, text: str) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("")
+    with pytest.raises(ConfigError, match=r"--set lora.target_modules: .*"):
+        load_config(f, [f"lora.target_modules={text}"])
+
+
+def test_list_written_as_a_string_in_a_file_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"lora.target_modules: .* is a string, not a list"):
+        build_config({"lora": {"target_modules": "[q_proj,v_proj]"}})
+
+
+def test_huge_float_is_not_an_integer() -> None:
+    cfg, _ = build_config({"training": {"max_steps": 1e3}})
+    assert cfg.training.max_steps == 1000
+    with pytest.raises(ConfigError, match="training.max_steps: must be an integer"):
+        build_config({"training": {"max_steps": 1e100}})
