@@ -283,7 +283,13 @@ def _fmt_pattern(p: Mapping[str, Any]) -> str:
 def load_campaign(path: str | Path, sets: Iterable[str] = (), *, plugins: str = "import") -> CampaignSpec:
     """Load, validate and expand a campaign file; every problem is reported at once."""
     raw = read_toml(path)
-    raw = apply_dotted(raw, parse_sets(sets))
+    overrides = parse_sets(sets)
+    if "campaign" not in raw and not any(k.startswith("campaign.") for k in overrides):
+        # Without this a run file silently became the default ablation (5 conditions x seeds).
+        raise ConfigError([f"no [campaign] table: this is a single run's config; train it with "
+                           f"`retrain run {path}`, or add a [campaign] table with seeds and "
+                           f"conditions (docs/campaigns.md)"], source=str(path))
+    raw = apply_dotted(raw, overrides)
     return campaign_from_raw(raw, source=str(path), default_name=Path(path).stem, plugins=plugins)
 
 

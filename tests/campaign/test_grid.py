@@ -147,3 +147,23 @@ def test_custom_label_crossed_with_grid_keeps_axes() -> None:
     names = expand({"campaign": {"seeds": [1], "conditions": [
         {"label": "A", "advantage_mode": "maxrl"}, {"label": "B"}], "grid": {"lora.rank": [4, 8]}}})
     assert names == ["A~lora.rank=4_s1", "A~lora.rank=8_s1", "B~lora.rank=4_s1", "B~lora.rank=8_s1"]
+
+
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_a_run_file_is_not_a_campaign(tmp_path: Path, command: str) -> None:
+    # Regression: `campaign run configs/single.toml` silently trained the default ablation.
+    out = tmp_path / "out"
+    args = ["campaign", command, str(REPO / "configs" / "single.toml")]
+    result = runner.invoke(app, args + (["--out", str(out)] if command == "run" else []))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ")
+    assert "no [campaign] table" in result.stderr
+    assert f"retrain run {REPO / 'configs' / 'single.toml'}" in " ".join(result.stderr.split())
+    assert not out.exists()
+
+
+def test_a_campaign_table_from_set_makes_a_campaign(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[model]\nname = "tiny"\n')
+    spec = load_campaign(f, ["campaign.seeds=[1]"])
+    assert len(spec.runs) == 5  # the default ablation, asked for explicitly
