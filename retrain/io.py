@@ -49,6 +49,26 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def temp_dir(parent: str | Path, prefix: str) -> Path:
+    """A new empty directory in `parent` for building a tree that `publish_dir` renames into
+    place. Unlike mkdtemp's private 0700 it gets the usual 0777 minus the umask."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(path, 0o777 & ~_UMASK)
+    return path
+
+
+def share_tree(root: str | Path) -> None:
+    """Give the files and dirs under `root` the usual umask permissions: libraries that write
+    through mkstemp (safetensors, torch.save) leave them private 0600, which keeps colleagues on a
+    shared file system from reading adapters, checkpoints and cached models."""
+    os.chmod(root, 0o777 & ~_UMASK)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o777 & ~_UMASK)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o666 & ~_UMASK)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Replace `path` with `data` atomically (temp file + fsync + rename)."""
     with atomic_path(path) as tmp:

@@ -96,7 +96,7 @@ def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None =
         if status == "done":
             from retrain.backend.local.checkpoint import save_final_adapter
 
-            save_final_adapter(run_dir, ctx.model)
+            save_final_adapter(run_dir, ctx.model, ctx.tokenizer)
     except BaseException as exc:
         state.wall_time_s = wall_before + (time.perf_counter() - invocation_t0)
         interrupted = isinstance(exc, KeyboardInterrupt)

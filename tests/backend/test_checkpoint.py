@@ -162,3 +162,45 @@ def test_final_adapter_loads_with_peft(make_lora: Callable[..., tuple], tiny_dir
     with torch.no_grad():
         np.testing.assert_allclose(loaded(input_ids=ids).logits.numpy(),
                                    model(input_ids=ids).logits.numpy(), atol=1e-5)
+
+
+def test_final_adapter_dir_alone_loads_model_and_tokenizer(make_lora: Callable[..., tuple],
+                                                           tmp_path: Path) -> None:
+    # The adapter dir is self-contained: AutoPeftModelForCausalLM finds the base through
+    # adapter_config.json, and the tokenizer files sit next to the adapter.
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    model, tok = make_lora()
+    out = save_final_adapter(tmp_path, model, tok)
+    loaded = AutoPeftModelForCausalLM.from_pretrained(str(out))
+    tok2 = AutoTokenizer.from_pretrained(str(out))
+    ids = tok2("12+34=", return_tensors="pt")["input_ids"]
+    assert ids.tolist() == tok("12+34=", return_tensors="pt")["input_ids"].tolist()
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(input_ids=ids).logits.numpy(),
+                                   model(input_ids=ids).logits.numpy(), atol=1e-5)
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_dirs_and_files_follow_the_umask(make_lora: Callable[..., tuple], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch, umask: int) -> None:
+    # Regression: mkdtemp/mkstemp made adapter/ and checkpoints 0700 with 0600 safetensors, so
+    # colleagues on a shared disk could not read them.
+    import retrain.io
+
+    monkeypatch.setattr(retrain.io, "_UMASK", umask)
+    model, tok = make_lora()
+    opt, sched = build_optimizer(model, OPT, max_steps=6)
+    ckpt = save_checkpoint(tmp_path, 1, model, opt, sched, {"step": 1}, keep=1)
+    adapter = save_final_adapter(tmp_path, model, tok)
+    for root in (ckpt, adapter):
+        modes = _modes(root)
+        assert modes, root
+        for name, mode in modes.items():
+            want = 0o777 & ~umask if (root / name).is_dir() else 0o666 & ~umask
+            assert mode == want, (root, name, oct(mode), oct(want))

@@ -24,7 +24,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,10 @@ import numpy as np
 import torch
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerBase
 
 from retrain.errors import ResumeError
-from retrain.io import atomic_write_json
+from retrain.io import atomic_write_json, share_tree, temp_dir
 
 log = logging.getLogger("retrain.checkpoint")
 
@@ -112,7 +112,7 @@ def save_checkpoint(
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.tmp-"))
+    tmp = temp_dir(root, prefix=f".{final.name}.tmp-")
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -120,6 +120,7 @@ def save_checkpoint(
         atomic_write_json(tmp / STATE_FILE, {
             "format_version": FORMAT_VERSION, "step": step, "trainer_state": trainer_state,
             "rng_state": rng_state()})
+        share_tree(tmp)
         _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -237,14 +238,19 @@ def clean_temp_dirs(run_dir: Path) -> list[Path]:
     return found
 
 
-def save_final_adapter(run_dir: Path, model: PeftModel) -> Path:
-    """Write `<run>/adapter/` (loadable with peft.PeftModel.from_pretrained), atomically."""
+def save_final_adapter(run_dir: Path, model: PeftModel, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """Write `<run>/adapter/` atomically: the PEFT adapter and the tokenizer files, so that
+    `AutoPeftModelForCausalLM.from_pretrained(adapter)` and `AutoTokenizer.from_pretrained(adapter)`
+    both work from the one dir (the base model is found through adapter_config.json)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / "adapter"
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".adapter.tmp-"))
+    tmp = temp_dir(run_dir, prefix=".adapter.tmp-")
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        share_tree(tmp)
         _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,24 +8,23 @@ only), then saved with `save_pretrained`. Demonstrations come from `task.demonst
 task has one: arithmetic shows a dropped carry on a share of them (`model.warmup_flaw_rate`), so
 the warmed-up policy is stochastic exactly where RL can improve it; see docs/getting-started.md.
 The entry is keyed by a hash of everything that changes the weights. Builders take an exclusive
-`flock` on the entry's lock file, build into a temp dir and rename it into place, so two processes
+lock (filelock) on the entry's lock file, build into a temp dir and rename it into place, so two processes
 asking for the same entry build it once and the second just loads it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 import torch
 from transformers import (
     LlamaConfig,
@@ -43,7 +42,7 @@ from retrain.backend.local.cache import (  # noqa: F401  (re-exported: the cache
     cache_root,
     entry_dir,
 )
-from retrain.io import atomic_write_json
+from retrain.io import atomic_write_json, share_tree, temp_dir
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
@@ -199,16 +198,12 @@ def ensure_tiny_model(
     models_dir.mkdir(parents=True, exist_ok=True)
     if (final / META_FILE).exists():
         return final
-    with open(models_dir / f".{preset}-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits here, then finds the entry
-        try:
-            if (final / META_FILE).exists():
-                return final
-            _build_entry(preset, final, key=key, pairs_fn=pairs_fn, task_key=task_key, steps=steps,
-                         lr=lr, batch_size=batch_size, seed=seed, eval_pairs=eval_pairs,
-                         is_correct=is_correct, eval_max_tokens=eval_max_tokens, progress=progress)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(models_dir / f".{preset}-{key}.lock"):  # a second builder waits here, then finds the entry
+        if (final / META_FILE).exists():
+            return final
+        _build_entry(preset, final, key=key, pairs_fn=pairs_fn, task_key=task_key, steps=steps,
+                     lr=lr, batch_size=batch_size, seed=seed, eval_pairs=eval_pairs,
+                     is_correct=is_correct, eval_max_tokens=eval_max_tokens, progress=progress)
     return final
 
 
@@ -234,7 +229,7 @@ def _build_entry(
     if progress:
         print(f"[tiny] warm-up done in {build_s:.1f}s: loss {final_loss:.4f}, greedy accuracy "
               f"{accuracy:.1%} on {len(eval_pairs or [])} held-out pairs", file=sys.stderr, flush=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    tmp = temp_dir(final.parent, prefix=f".{final.name}.tmp-")
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -246,6 +241,7 @@ def _build_entry(
             "eval_size": len(eval_pairs or []), "build_time_s": round(build_s, 3),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
+        share_tree(tmp)
         if final.exists():  # a stale, incomplete entry (no meta file): replace it
             shutil.rmtree(final)
         os.rename(tmp, final)
