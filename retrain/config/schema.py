@@ -118,7 +118,7 @@ class OptimizerConfig:
     beta2: float = _f(0.999, "AdamW beta2", ge=0, lt=1)
     adam_eps: float = _f(1e-8, "AdamW epsilon", gt=0)
     max_grad_norm: float = _f(1.0, "clip the global grad norm to this (0 = no clipping)", ge=0)
-    warmup_steps: int = _f(0, "linear LR warm-up steps", ge=0)
+    warmup_steps: int = _f(0, "linear LR warm-up steps (as transformers: lr * s / warmup_steps at step s, so 0 at the first step)", ge=0)
     schedule: str = _f("constant", "LR after warm-up", choices=("constant", "cosine"))
     min_lr_ratio: float = _f(0.0, "cosine floor as a fraction of lr", ge=0, le=1)
 

@@ -10,7 +10,7 @@ import torch
 
 from retrain.backend.local.logprobs import build_batch, completion_logprobs
 from retrain.backend.local.loss import forward_backward, policy_loss, token_weights, train_step
-from retrain.backend.local.optim import build_optimizer, lr_factor
+from retrain.backend.local.optim import build_optimizer, build_scheduler
 from retrain.backend.local.sampler import sample
 from retrain.config.schema import OptimizerConfig, TrainingConfig
 from tests.backend.conftest import PROMPTS
@@ -118,10 +118,39 @@ def test_non_finite_step_is_skipped(make_lora: Callable[..., tuple]) -> None:
     assert len(optimizer.state) == 0
 
 
+def _lrs(cfg: OptimizerConfig, max_steps: int, n: int) -> list[float]:
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1.0)
+    sched = build_scheduler(opt, cfg, max_steps)
+    out = []
+    for _ in range(n):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
 def test_lr_schedule() -> None:
+    # transformers' warm-up: s / warmup at step s; then cosine from 1 to the floor over steps 4..12.
     cfg = OptimizerConfig(warmup_steps=4, schedule="cosine", min_lr_ratio=0.1)
-    assert [lr_factor(s, cfg, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert lr_factor(4, cfg, 12) == pytest.approx(1.0)
-    assert lr_factor(8, cfg, 12) == pytest.approx(0.55)  # halfway: 0.1 + 0.9 * 0.5
-    assert lr_factor(12, cfg, 12) == pytest.approx(0.1)
-    assert lr_factor(7, OptimizerConfig(), 12) == 1.0
+    lrs = _lrs(cfg, 12, 13)
+    assert lrs[:5] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert lrs[8] == pytest.approx(0.55)  # halfway: 0.1 + 0.9 * 0.5
+    assert lrs[12] == pytest.approx(0.1)
+    assert _lrs(OptimizerConfig(), 12, 8) == [1.0] * 8
+    assert _lrs(OptimizerConfig(warmup_steps=2), 12, 4) == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_lr_schedule_resumes_exactly() -> None:
+    cfg = OptimizerConfig(warmup_steps=3, schedule="cosine", min_lr_ratio=0.2)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1.0)
+    sched = build_scheduler(opt, cfg, 10)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    state = sched.state_dict()
+    opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched2 = build_scheduler(opt2, cfg, 10)
+    sched2.load_state_dict(state)
+    assert sched2.get_last_lr() == sched.get_last_lr() == [_lrs(cfg, 10, 6)[5]]

@@ -218,9 +218,14 @@ def train_step(
         if rolled_back:
             _restore(params, optimizer, before)
             skipped = True
-    with warnings.catch_warnings():
-        # LR is a function of the step even when a skipped first step never called optimizer.step().
-        warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+    if skipped:
+        # The LR is a function of the step even when a skipped step never called optimizer.step();
+        # torch warns about that order on a first step. Only here: catch_warnings() resets
+        # Python's once-only registry, so wrapping every step repeated library warnings each step.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+            scheduler.step()
+    else:
         scheduler.step()
     t2 = time.perf_counter()
     model.eval()

@@ -1,12 +1,15 @@
 """AdamW over the trainable (adapter) parameters and the LR schedule.
 
 Data flow: `[optimizer]` ─▶ **build_optimizer / build_scheduler** ─▶ train_step.
-The schedule is a pure function of the step (`lr_factor`), so a resumed run gets the same LR.
+The schedule is transformers' `get_scheduler` (the one TRL and the HF Trainer use): a LambdaLR
+whose LR is a pure function of the step, so a resumed run gets the same LR from the restored
+step count alone. Warm-up follows transformers: the LR at step s < warmup_steps is lr * s / warmup_steps
+(0 at the first step).
 """
 
 from __future__ import annotations
 
-import math
+from typing import cast
 
 import torch
 
@@ -25,18 +28,15 @@ def build_optimizer(
     return optimizer, build_scheduler(optimizer, cfg, max_steps)
 
 
-def lr_factor(step: int, cfg: OptimizerConfig, max_steps: int) -> float:
-    """Multiplier of cfg.lr at optimizer step `step` (0-based): linear warm-up, then constant/cosine."""
-    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return 1.0
-    span = max(1, max_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig,
                     max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """LambdaLR over `lr_factor`; call `.step()` once per train step."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, max_steps))
+    """`optimizer.schedule` as a transformers scheduler; call `.step()` once per train step."""
+    from transformers import get_scheduler
+
+    if cfg.schedule == "cosine":
+        sched = get_scheduler("cosine_with_min_lr", optimizer, num_warmup_steps=cfg.warmup_steps,
+                              num_training_steps=max_steps,
+                              scheduler_specific_kwargs={"min_lr_rate": cfg.min_lr_ratio})
+    else:
+        sched = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.warmup_steps)
+    return cast(torch.optim.lr_scheduler.LambdaLR, sched)
