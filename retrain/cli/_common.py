@@ -26,7 +26,7 @@ __all__ = ["LiveOpt", "NoConsoleOpt", "SetOpt", "SilentOpt", "console", "console
 
 # Options several commands share (run, campaign run/resume, config show/validate, campaign plan).
 SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a key: section.key=value (repeatable).")]
+    "--set", metavar="KEY=VALUE", help="Override a key: section.key=value (repeatable).")]
 LiveOpt = Annotated[bool, typer.Option("--live", help="Full-screen live display.")]
 SilentOpt = Annotated[bool, typer.Option(
     "--silent", help="Progress display only: no step lines, tables or report text.")]
