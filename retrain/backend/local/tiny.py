@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 import torch
+from filelock import FileLock
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
