@@ -27,9 +27,9 @@ __all__ = ["LiveOpt", "NoConsoleOpt", "SetOpt", "SilentOpt", "console", "console
 # Options several commands share (run, campaign run/resume, config show/validate, campaign plan).
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE", help="Override a key: section.key=value (repeatable).")]
-LiveOpt = Annotated[bool, typer.Option("--live", help="Full-screen live display.")]
+LiveOpt = Annotated[bool, typer.Option("--live", help="Live view redrawn in place: run, latest metrics, recent lines.")]
 SilentOpt = Annotated[bool, typer.Option(
-    "--silent", help="Progress display only: no step lines, tables or report text.")]
+    "--silent", help="Progress bar only, on a terminal: no step lines, tables or report text (nothing in a pipe).")]
 NoConsoleOpt = Annotated[bool, typer.Option(
     "--no-console-output", help="Nothing on the console (files are still written).")]
 

@@ -111,7 +111,7 @@ def _train(cfg, run_dir: Path, *, resume: bool, mode: str, write_config: bool) -
     with graceful_stop(stop, quiet=mode == "none"):
         result = train_run(cfg, run_dir, resume=resume, console_mode=mode, stop=stop,
                            write_config=write_config)
-    if mode != "none":
+    if mode == "progress" or mode == "live" or (mode == "silent" and result.status != "done"):
         err_console.print(f"run {result.status}: {result.steps_done} steps, {result.wall_time_s:.1f}s → {run_dir}")
     if result.status == "interrupted":
         raise typer.Exit(code=130)

@@ -3,8 +3,8 @@
 Place in the data flow: a sink beside the files. Modes (seed 004):
   progress  progress bar (steps, reward, eval accuracy, s/step, ETA) + [train] lines every
             `log_every` steps, [eval]/[ckpt] lines (loss change, seed 002), samples at the end
-  live      full-screen `rich.live.Live` layout: current run, latest metrics, recent lines
-  silent    the progress bar only
+  live      a `rich.live.Live` view redrawn in place: current run, latest metrics, recent lines
+  silent    the progress bar only, on a terminal (nothing when output goes to a pipe or file)
   none      nothing (build_sinks adds no ConsoleSink at all)
 The console draws on the real terminal, under any `tee_output`, so run.log (written by
 RunLogSink) gets the same lines without colours or bars. `CampaignDisplay` is the campaign view.
@@ -12,6 +12,7 @@ RunLogSink) gets the same lines without colours or bars. `CampaignDisplay` is th
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -21,7 +22,6 @@ from typing import Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.layout import Layout
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress import (
@@ -74,8 +74,11 @@ class StepClock:
         self._last = time.monotonic()
 
     def tick(self, step_time_s: Any) -> None:
+        """Wall time since the previous step, so evals and checkpoints count towards the ETA; the
+        first step after start-up uses its own step_time_s (the gap also holds model loading)."""
         now = time.monotonic()
-        measured = step_time_s if isinstance(step_time_s, int | float) else now - self._last
+        first = not self._times
+        measured = step_time_s if first and isinstance(step_time_s, int | float) else now - self._last
         self._last = now
         self._times.append(float(measured))
 
@@ -87,7 +90,7 @@ class StepClock:
         sps = self.s_per_step
         if sps is None:
             return "-"
-        secs = int(sps * max(0, remaining))
+        secs = math.ceil(sps * max(0, remaining))  # 0:00:00 only when nothing remains
         return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
 
 
@@ -117,12 +120,16 @@ class ConsoleSink(NullSink):
         self.step = info.start_step
         self.report.start(info)
         if self.mode == "live":
-            self._live = Live(self._layout(), console=self.console, screen=self.console.is_terminal,
-                              refresh_per_second=4, transient=False)
+            # Redrawn in place at the size of its content (a full-screen layout left ~25 empty
+            # rows); the last frame stays in the scrollback when the run ends.
+            self._live = Live(self._layout(), console=self.console, refresh_per_second=4,
+                              transient=False)
             self._live.start()
             self._say(f"{'resumed' if info.resumed else 'started'} {info.run_name}"
                       f" at step {info.start_step}")
             return
+        if self.mode == "silent" and not self.console.is_terminal:
+            return  # --silent shows a progress bar; in a pipe or a log file there is none to show
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("reward {task.fields[reward]}"), TextColumn("eval {task.fields[acc]}"),
@@ -191,6 +198,8 @@ class ConsoleSink(NullSink):
                 sps="-" if sps is None else f"{sps:.2f}")
 
     def _layout(self) -> RenderableType:
+        """Header with a bar, then the latest metrics beside the recent lines; as tall as its
+        content."""
         info = self.info
         max_steps = info.max_steps if info else 0
         sps = self.clock.s_per_step
@@ -201,20 +210,17 @@ class ConsoleSink(NullSink):
             f"  {'-' if sps is None else f'{sps:.2f}'} s/step  ETA {self.clock.eta(max_steps - self.step)}",
         )
         bar = ProgressBar(total=max(1, max_steps), completed=self.step)
-        table = Table(title="latest metrics", expand=True, show_header=False)
-        table.add_column("metric")
-        table.add_column("value", justify="right")
+        table = Table(title="latest metrics", show_header=False, box=box.SIMPLE, pad_edge=False)
+        table.add_column("metric", no_wrap=True)
+        table.add_column("value", justify="right", no_wrap=True)
         for name in LIVE_FIELDS:
             if name in self.latest:
                 table.add_row(name, _fmt(self.latest[name]))
-        layout = Layout()
-        layout.split_column(
-            Layout(Panel(Group(head, bar), title="retrain"), name="head", size=4),
-            Layout(name="body"))
-        layout["body"].split_row(
-            Layout(table, name="metrics"),
-            Layout(Panel(Text("\n".join(self.recent)), title="recent"), name="lines", ratio=2))
-        return layout
+        body = Table.grid(expand=True, padding=(0, 2))
+        body.add_column(no_wrap=True)
+        body.add_column(ratio=1)
+        body.add_row(table, Panel(Text("\n".join(self.recent) or "-"), title="recent"))
+        return Group(Panel(Group(head, bar), title="retrain"), body)
 
 
 class CampaignDisplay:
@@ -275,8 +281,8 @@ class CampaignDisplay:
             self._show(run_name, changed)
 
     def _show(self, run_name: str, status_changed: bool) -> None:
-        if self.mode == "none":
-            return
+        if self.mode == "none" or (self.mode == "silent" and self._live is None):
+            return  # --silent: the live table on a terminal, no status lines in a pipe
         if self._live is not None:
             self._live.update(self.render())
         elif status_changed:  # not a terminal: one line per state change, no redraws

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from retrain.config.schema import LoggingConfig
 from retrain.sinks.base import build_sinks
-from retrain.sinks.console import CampaignDisplay, ConsoleSink
+from retrain.sinks.console import CampaignDisplay, ConsoleSink, StepClock
 
 from .fakes import fake_metrics, generations, make_info
 
@@ -59,6 +59,45 @@ def test_silent_mode_shows_only_the_bar(run_dir: Path) -> None:
     assert "4/4" in out and "maxrl+gtpo_sepa_s7" in out
     for marker in ("[train]", "[eval]", "[ckpt]", "[sample]", "[done]"):
         assert marker not in out
+
+
+def test_silent_mode_in_a_pipe_prints_nothing(run_dir: Path) -> None:
+    # Regression: --silent wrote the bar's last frame into pipes and log files.
+    console, buf = _console(terminal=False)
+    _drive(ConsoleSink("silent", console=console), run_dir)
+    assert buf.getvalue() == ""
+
+
+def test_live_layout_is_as_tall_as_its_content(run_dir: Path) -> None:
+    # Regression: the full-screen layout filled the terminal, ~25 of 50 rows empty.
+    sink = ConsoleSink("live", log_every=1, console=_console()[0])
+    sink.info = make_info(run_dir, max_steps=4)
+    sink.latest.update(fake_metrics(2))
+    sink.recent.extend(["[train] step=1/4", "[train] step=2/4"])
+    buf = io.StringIO()
+    Console(file=buf, force_terminal=True, color_system=None, width=100, height=50).print(sink._layout())
+    lines = buf.getvalue().splitlines()
+    assert 10 < len(lines) < 30, buf.getvalue()
+    assert sum(not line.strip() for line in lines) <= 2, buf.getvalue()
+
+
+def test_eta_counts_wall_time_and_rounds_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Regression: ETA read 0:00:00 mid-run: it counted only step_time_s (no eval, no
+    # checkpoint) and rounded down.
+    now = [100.0]
+    monkeypatch.setattr("retrain.sinks.console.time.monotonic", lambda: now[0])
+    clock = StepClock()
+    now[0] = 105.0
+    clock.tick(0.2)  # the first step: its own step time (the gap holds model loading)
+    for _ in range(3):
+        now[0] += 1.5  # 0.2 s of step, 1.3 s of eval and checkpoint
+        clock.tick(0.2)
+    assert clock.s_per_step == pytest.approx((0.2 + 4.5) / 4)
+    assert clock.eta(2) == "0:00:03"  # 2.35 s rounds up
+    assert StepClock().eta(5) == "-"
+    clock2 = StepClock()
+    clock2.tick(0.3)
+    assert clock2.eta(1) == "0:00:01" and clock2.eta(0) == "0:00:00"
 
 
 def test_live_mode_renders_layout(run_dir: Path) -> None:
