@@ -140,7 +140,11 @@ def ordered_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
 _UNCERTAINTY = re.compile(r"^(exec|plan)_(entropy|surprisal)_(mean|var)$")
 _REWARDS = ("mean_reward", "correct_rate", "running_correct_rate", "correct_count", "total_count")
 # Constant per run: recorded in the wandb run config, not in the history.
-NOT_IN_HISTORY = frozenset({"step", "condition", "uncertainty_kind"})
+# Fields every row repeats with the same value for the whole run: wandb gets them once, in the
+# run summary, instead of a flat history series per flag.
+RUN_CONSTANTS = frozenset({"loss_is_placeholder", "backend_reports_sync_loss",
+                           "backend_preserves_token_advantages"})
+NOT_IN_HISTORY = frozenset({"step", "condition", "uncertainty_kind"}) | RUN_CONSTANTS
 
 
 def wandb_key(name: str) -> str:

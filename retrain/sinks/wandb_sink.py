@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from retrain.errors import MissingExtraError
-from retrain.io import atomic_write_text
+from retrain.io import atomic_write_text, read_json_object
 from retrain.sinks.base import NullSink, RunInfo, eval_key
-from retrain.sinks.contract import NOT_IN_HISTORY, flat_run_config, wandb_key
+from retrain.sinks.contract import NOT_IN_HISTORY, RUN_CONSTANTS, flat_run_config, wandb_key
 
 RUN_ID_FILE = "wandb_run_id"
 
@@ -36,6 +36,16 @@ def history_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
             continue
         row[wandb_key(name)] = value.item() if hasattr(value, "item") else value
     return row
+
+
+def campaign_of(run_dir: Path) -> str | None:
+    """The campaign a run dir belongs to (`<campaign>/runs/<run>` beside plan.json), else None."""
+    run_dir = Path(run_dir)
+    if run_dir.parent.name != "runs":
+        return None
+    plan = read_json_object(run_dir.parent.parent / "plan.json")
+    name = plan.get("campaign") if plan else None
+    return name if isinstance(name, str) and name else None
 
 
 def run_id_for(run_dir: Path, explicit: str | None) -> str:
@@ -68,14 +78,21 @@ class WandbSink(NullSink):
         self.info = info
         cfg = self.cfg
         mode = cfg.wandb_mode or os.environ.get("WANDB_MODE") or None
+        campaign = campaign_of(info.run_dir)
+        config = flat_run_config(info.config, condition=info.condition, seed=info.seed,
+                                 max_steps=info.max_steps)
+        if campaign is not None:
+            config["campaign"] = campaign
+        # group = condition, so wandb aggregates a condition's seeds; the campaign tag and config
+        # field keep one campaign's runs apart from another's with the same conditions.
         self.run = wandb.init(
             project=cfg.wandb_project,
             entity=cfg.wandb_entity or None,
             name=cfg.wandb_run_name or f"{info.condition}_s{info.seed}",
             group=cfg.wandb_group or info.condition,
-            tags=[info.condition, f"seed{info.seed}", *cfg.wandb_tags],
-            config=flat_run_config(info.config, condition=info.condition, seed=info.seed,
-                                   max_steps=info.max_steps),
+            tags=[info.condition, f"seed{info.seed}",
+                  *([f"campaign:{campaign}"] if campaign is not None else []), *cfg.wandb_tags],
+            config=config,
             dir=str(info.run_dir),
             id=run_id_for(info.run_dir, self.explicit_id),
             resume="allow",
@@ -89,6 +106,9 @@ class WandbSink(NullSink):
         step = metrics.get("step")
         if self.run is not None and isinstance(step, int):
             self.run.log(history_row(metrics), step=step)
+            for name in RUN_CONSTANTS:  # flags that never change: one summary value, no series
+                if name in metrics and metrics[name] is not None:
+                    self.run.summary[wandb_key(name)] = metrics[name]
 
     def log_eval(self, step: int, metrics: Mapping[str, Any]) -> None:
         # Logged at the same step as the train row: wandb merges both into one history row
