@@ -14,12 +14,16 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from retrain.io import atomic_write_bytes, atomic_write_json
 from retrain.squeeze.adapter import CONFIG_NAME, SqueezeError
 from retrain.squeeze.analysis import SqueezeResult, analyze_adapter
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 OVER_TIME_JSON = "squeeze_over_time.json"
 OVER_TIME_PNG = "squeeze_over_time.png"
@@ -134,10 +138,11 @@ def render_over_time_table(result: OverTimeResult) -> Table:
     return table
 
 
-def over_time_plot_png(result: OverTimeResult) -> bytes:
+def over_time_figure(result: OverTimeResult) -> Figure:
     """Effective rank (mean, max over layers) and recommended rank against the training step."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     stepped = [p for p in result.points if p.step is not None]
     steps = [p.step for p in stepped if p.step is not None]
@@ -153,13 +158,20 @@ def over_time_plot_png(result: OverTimeResult) -> bytes:
     if final:
         x = max(steps, default=0)
         ax.plot([x], [final[0].result.recommended_rank], "*", ms=12, color="C2", label="final adapter")
+    # steps and ranks are whole numbers: no 1.5 ticks between them
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("training step")
     ax.set_ylabel("rank")
     ax.set_title("LoRA rank over training")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def over_time_plot_png(result: OverTimeResult) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    over_time_figure(result).savefig(buf, format="png")
     return buf.getvalue()
 
 

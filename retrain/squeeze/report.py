@@ -9,12 +9,16 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from retrain.errors import MissingExtraError
 from retrain.io import atomic_write_bytes, atomic_write_json
 from retrain.squeeze.analysis import SqueezeResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_JSON = "squeeze.json"
 REPORT_PNG = "squeeze.png"
@@ -48,11 +52,16 @@ def render_table(result: SqueezeResult) -> Table:
     return table
 
 
-def retention_plot_png(result: SqueezeResult) -> bytes:
+def rank_ticks(source_rank: int) -> list[int]:
+    """Tick positions on the rank axis: the powers of two up to the source rank, and the source rank."""
+    return sorted({2**i for i in range(source_rank.bit_length()) if 2**i <= source_rank} | {source_rank})
+
+
+def retention_figure(result: SqueezeResult) -> Figure:
     """The retention curve over k = 1..source rank: mean line, min/max band, thresholds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 
     ks = list(range(1, result.source_rank + 1))
     fig = Figure(figsize=(7.0, 4.2), dpi=110)
@@ -67,16 +76,24 @@ def retention_plot_png(result: SqueezeResult) -> bytes:
     ax.axvline(result.recommended_rank, color="C2", lw=1, label=f"recommended r={result.recommended_rank}")
     if result.source_rank > 1:
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(ScalarFormatter())  # 1, 2, 4, … rather than 2^0, 2^1, …
+    # Ranks are whole numbers: label 1 2 4 8 ... (a log axis would print 1.0 2.0 or 2^0 2^1)
+    ax.xaxis.set_major_locator(FixedLocator(rank_ticks(result.source_rank)))
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:.0f}"))
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlim(1, max(result.source_rank, 2))
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("rank k")
     ax.set_ylabel("retained variance")
-    ax.set_title(f"LoRA squeeze ({result.num_layers} layers, source rank {result.source_rank})")
+    layers = f"{result.num_layers} layer{'s' if result.num_layers != 1 else ''}"
+    ax.set_title(f"LoRA squeeze ({layers}, source rank {result.source_rank})")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def retention_plot_png(result: SqueezeResult) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    retention_figure(result).savefig(buf, format="png")
     return buf.getvalue()
 
 
