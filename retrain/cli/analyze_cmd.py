@@ -55,11 +55,14 @@ class PlotFormat(StrEnum):
 
 class Band(StrEnum):
     minmax = "minmax"
+    pdf = "pdf"
     ci = "ci"
 
 
 analyze_app = typer.Typer(
     help="Compare conditions across seeds, plot curves, export and diff runs (reads run dirs only).",
+    bootstrap = "bootstrap"
+    se = "se"
     no_args_is_help=True,
 )
 
@@ -113,19 +116,18 @@ def plot(
     metrics: Annotated[list[str] | None, typer.Option("--metrics", "-m", help="Metrics to plot, one panel each (also comma-separated).")] = None,
     smooth: Annotated[float, typer.Option(help="EMA smoothing weight in [0, 1); 0 plots raw values.")] = 0.0,
     style: Annotated[Style, typer.Option(help="paper: light, colour-blind safe (Okabe-Ito); dark: dark background.")] = Style.paper,
-    band: Annotated[Band, typer.Option(help="Band around each mean: min-max over seeds or t-interval.")] = Band.minmax,
-    fmt: Annotated[PlotFormat | None, typer.Option("--format", "-f", help="png or svg (default: from --out, else png).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output file (default DIR/analysis/<metrics>.<format>).")] = None,
+    band: Annotated[Band, typer.Option(help="Band around each mean: min-max over seeds, 95% t-interval (ci) or bootstrap interval of the mean, or ±1 standard error (se); clipped to the metric's range.")] = Band.minmax,
+    fmt: Annotated[PlotFormat | None, typer.Option("--format", "-f", help="png, svg or pdf (default: from --out, else png).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output file; its extension, .png, .svg or .pdf, sets the format (default: in DIR/analysis/).")] = None,
     dpi: Annotated[int, typer.Option(help="Dots per inch; each panel is 5 x 3.5 inches.")] = 150,
 ) -> None:
     """One panel per metric, one line per condition (mean over seeds) with a band."""
     from retrain.analysis.loading import collect_runs
-    from retrain.analysis.plots import plot_metrics, save_figure
+    from retrain.analysis.plots import plot_format, plot_metrics, save_figure
 
     names = [m for item in [*(metrics or []), *(more_metrics or [])] for m in item.split(",") if m]
     names = names or ["correct_rate", "mean_reward"]
-    suffix = out.suffix.lstrip(".").lower() if out is not None else ""
-    kind = fmt.value if fmt is not None else (suffix if suffix in ("png", "svg") else "png")
+    kind = plot_format(out, fmt.value if fmt is not None else None)  # before any work or write
     runs = collect_runs(path)
     fig = plot_metrics(runs, names, smooth=smooth, style=style.value, band=band.value, dpi=dpi)
     base = path if path.is_dir() else path.parent

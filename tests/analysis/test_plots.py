@@ -1,16 +1,21 @@
-"""Plots: valid PNG/SVG files of the expected size, one line per condition, smoothing, bands."""
+"""Plots: valid PNG/SVG/PDF files of the expected size, one line per condition, smoothing, bands,
+labelled axes, one legend outside the panels, distinct colours, bands inside a metric's range."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from retrain.analysis import AnalysisError, collect_runs, plot_metrics, save_figure
-from retrain.analysis.plots import OKABE_ITO, condition_curve
+from retrain.analysis.plots import OKABE_ITO, condition_curve, metric_range, palette
+from retrain.cli import analyze_cmd
 
 from .fakes import FakeRun, write_campaign
 
@@ -81,5 +86,157 @@ def test_plot_errors(done_campaign: Path, tmp_path: Path) -> None:
         plot_metrics(runs, ["loss"], style="neon")
     with pytest.raises(AnalysisError, match="smooth"):
         plot_metrics(runs, ["loss"], smooth=1.0)
-    with pytest.raises(AnalysisError, match="png or svg"):
-        save_figure(plot_metrics(runs, ["loss"], dpi=10), tmp_path / "x.pdf", "pdf")
+    with pytest.raises(AnalysisError, match="png, svg, pdf"):
+        save_figure(plot_metrics(runs, ["loss"], dpi=10), tmp_path / "x.jpg", "jpg")
+    with pytest.raises(AnalysisError, match="unknown band 'iqr'"):
+        plot_metrics(runs, ["loss"], band="iqr")
+
+
+def test_panels_have_axis_labels(done_campaign: Path) -> None:
+    metrics = ["correct_rate", "mean_reward", "loss", "eval_accuracy"]
+    fig = plot_metrics(collect_runs(done_campaign), metrics, dpi=20)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_ylabel() for ax in panels] == metrics
+    assert [ax.get_xlabel() for ax in panels] == ["step"] * 4
+
+
+@pytest.mark.parametrize("style", ["paper", "dark"])
+def test_one_legend_below_the_panels(done_campaign: Path, style: str) -> None:
+    fig = plot_metrics(collect_runs(done_campaign), ["correct_rate", "mean_reward", "loss"],
+                       style=style, band="bootstrap", dpi=40)
+    assert all(ax.get_legend() is None for ax in fig.axes)  # not one per panel
+    assert len(fig.legends) == 1
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["grpo+none (n=3)", "maxrl+gtpo (n=3)"]
+    assert legend.get_title().get_text() == (
+        "line: mean over 3 seeds; band: 95% bootstrap CI of the mean")
+    fig.canvas.draw()
+    box = legend.get_window_extent()
+    for ax in fig.axes:  # over no panel: it cannot hide a curve or a band
+        assert not box.overlaps(ax.get_window_extent()), ax.get_ylabel()
+    assert box.y1 < min(ax.get_window_extent().y0 for ax in fig.axes)  # below them
+    single = plot_metrics(collect_runs(done_campaign), ["loss"], band="se", smooth=0.5, dpi=40)
+    assert single.legends[0].get_title().get_text() == (
+        "line: mean over 3 seeds (EMA 0.5 per run)\nband: ±1 standard error of the mean")
+
+
+def cielab(colour: str) -> np.ndarray:
+    """sRGB hex → CIELAB (D65), the standard formulas (IEC 61966-2-1, CIE 15)."""
+    rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)]) / 255.0
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    to_xyz = np.array([[0.4124564, 0.3575761, 0.1804375],
+                       [0.2126729, 0.7151522, 0.0721750],
+                       [0.0193339, 0.1191920, 0.9503041]])
+    x, y, z = to_xyz @ linear / np.array([0.95047, 1.0, 1.08883])
+    f = [c ** (1 / 3) if c > (6 / 29) ** 3 else c / (3 * (6 / 29) ** 2) + 4 / 29 for c in (x, y, z)]
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def delta_e(a: str, b: str) -> float:
+    return float(np.linalg.norm(cielab(a) - cielab(b)))  # CIE76
+
+
+def test_cielab_reference_values() -> None:
+    assert cielab("#ffffff") == pytest.approx([100.0, 0.0, 0.0], abs=0.01)
+    assert cielab("#000000") == pytest.approx([0.0, 0.0, 0.0], abs=0.01)
+    assert cielab("#ff0000") == pytest.approx([53.24, 80.09, 67.20], abs=0.05)  # sRGB red
+    # the two oranges issue 14 saw side by side: close enough to be mistaken at line width
+    assert delta_e("#E69F00", "#D55E00") == pytest.approx(33.4, abs=0.1)
+
+
+@pytest.mark.parametrize("style", ["paper", "dark"])
+def test_first_six_colours_are_far_apart(tmp_path: Path, style: str) -> None:
+    colours = palette(style)[:6]
+    # ΔE ≈ 2 is a just-noticeable difference; Okabe-Ito's own order had ΔE 26 (sky blue vs
+    # blue) and 33 (orange vs vermillion) among its first five
+    assert min(delta_e(a, b) for a, b in itertools.combinations(colours, 2)) > 50
+    conditions = ["grpo+none", "maxrl+none", "maxrl+gtpo", "maxrl+gtpo_hicra", "maxrl+gtpo_sepa"]
+    camp = write_campaign(tmp_path / "c", [FakeRun(c, s, 0.5) for c in conditions for s in (42, 101)])
+    fig = plot_metrics(collect_runs(camp), ["correct_rate"], style=style, dpi=20)
+    drawn = [line.get_color() for line in fig.axes[0].get_lines()]
+    assert len(drawn) == 5
+    assert min(delta_e(a, b) for a, b in itertools.combinations(drawn, 2)) > 50
+
+
+def test_metric_ranges() -> None:
+    assert metric_range("correct_rate") == (0.0, 1.0)
+    assert metric_range("eval_accuracy") == (0.0, 1.0)
+    assert metric_range("my_pass_rate") == (0.0, 1.0)  # a user field, by its name
+    assert metric_range("step_time_s") == (0.0, np.inf)
+    assert metric_range("loss") == (-np.inf, np.inf)
+    assert metric_range("mean_reward") == (-np.inf, np.inf)  # a reward plugin may return anything
+
+
+def test_bands_with_two_seeds_stay_in_range(tmp_path: Path) -> None:
+    # two seeds whose correct_rate ends at 0.2 and 0.9 (step 4), mean_reward = 2 x correct_rate
+    camp = write_campaign(tmp_path / "c", [FakeRun("grpo+none", 42, 0.2), FakeRun("grpo+none", 101, 0.9)])
+    runs = collect_runs(camp)
+    # t-interval: mean 0.55, s = 0.7/sqrt(2) = 0.49497, s/sqrt(2) = 0.35, t(0.975, 1) = 12.7062
+    # → 0.55 ± 4.4472 = [-3.897, 4.997]: clipped to [0, 1] for a rate
+    _, mean, low, high = condition_curve(runs, "correct_rate", band="ci")
+    assert (mean[-1], low[-1], high[-1]) == pytest.approx((0.55, 0.0, 1.0))
+    assert np.all(low >= 0.0) and np.all(high <= 1.0)
+    # mean_reward has no known range: 1.1 ± 12.7062 x 0.7 = [-7.794, 9.994], left as it is
+    _, _, low, high = condition_curve(runs, "mean_reward", band="ci")
+    assert (low[-1], high[-1]) == pytest.approx((-7.7944, 9.9944), abs=1e-3)
+    # standard error: 0.55 ± 0.35 = [0.2, 0.9]
+    _, _, low, high = condition_curve(runs, "correct_rate", band="se")
+    assert (low[-1], high[-1]) == pytest.approx((0.2, 0.9))
+    # bootstrap of two values a < b: a resampled mean is a, (a+b)/2 or b with chance 1/4, 1/2,
+    # 1/4, so the 2.5% and 97.5% percentiles are a and b
+    _, _, low, high = condition_curve(runs, "correct_rate", band="bootstrap")
+    assert (low[-1], high[-1]) == pytest.approx((0.2, 0.9))
+
+
+def test_bootstrap_band_narrows_with_seeds(tmp_path: Path) -> None:
+    # six seeds: all six resamples at one end has chance 6^-6, so the 95% interval lies strictly
+    # inside the min-max range and around the mean
+    finals = [0.2, 0.3, 0.35, 0.5, 0.6, 0.9]
+    camp = write_campaign(tmp_path / "c", [FakeRun("grpo+none", 42 + i, f) for i, f in enumerate(finals)])
+    runs = collect_runs(camp)
+    _, mean, low, high = condition_curve(runs, "correct_rate", band="bootstrap")
+    assert mean[-1] == pytest.approx(np.mean(finals))
+    assert 0.2 < low[-1] < mean[-1] < high[-1] < 0.9
+    again = condition_curve(runs, "correct_rate", band="bootstrap")
+    assert again[2][-1] == low[-1] and again[3][-1] == high[-1]  # the same figure every time
+
+
+MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-"}
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """test root"""
+
+    analyze_cmd.register(app)
+    return app
+
+
+@pytest.mark.parametrize("ext", ["png", "svg", "pdf", "PDF"])
+def test_out_extension_sets_the_format(cli: typer.Typer, done_campaign: Path, tmp_path: Path, ext: str) -> None:
+    out = tmp_path / f"fig.{ext}"
+    res = CliRunner().invoke(cli, ["analyze", "plot", str(done_campaign), "--out", str(out), "--dpi", "20"])
+    assert res.exit_code == 0, res.output
+    data = out.read_bytes()
+    if ext == "svg":
+        assert data.lstrip().startswith(b"<?xml") and b"<svg" in data[:1000]
+    else:
+        assert data.startswith(MAGIC[ext.lower()])
+
+
+def test_out_with_an_unknown_extension_writes_nothing(cli: typer.Typer, done_campaign: Path, tmp_path: Path) -> None:
+    for name, extra in (("fig.jpg", []), ("fig", []), ("fig.png", ["--format", "pdf"])):
+        res = CliRunner().invoke(cli, ["analyze", "plot", str(done_campaign), "--out", str(tmp_path / name), *extra])
+        assert res.exit_code == 2, (name, res.output)
+        message = " ".join(res.stderr.split())
+        assert "--out" in message and (".png, .svg or .pdf" in message or "--format pdf" in message)
+        assert "Traceback" not in res.output
+    assert list(tmp_path.iterdir()) == [done_campaign]  # nothing written
+    assert not (done_campaign / "analysis").exists()
+    res = CliRunner().invoke(cli, ["analyze", "plot", str(done_campaign), "-f", "pdf", "--dpi", "20"])
+    assert res.exit_code == 0
+    assert (done_campaign / "analysis" / "correct_rate-mean_reward.pdf").read_bytes().startswith(b"%PDF-")
