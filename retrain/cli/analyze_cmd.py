@@ -51,18 +51,18 @@ class Style(StrEnum):
 class PlotFormat(StrEnum):
     png = "png"
     svg = "svg"
+    pdf = "pdf"
 
 
 class Band(StrEnum):
     minmax = "minmax"
-    pdf = "pdf"
     ci = "ci"
+    bootstrap = "bootstrap"
+    se = "se"
 
 
 analyze_app = typer.Typer(
     help="Compare conditions across seeds, plot curves, export and diff runs (reads run dirs only).",
-    bootstrap = "bootstrap"
-    se = "se"
     no_args_is_help=True,
 )
 
