@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from matplotlib.colors import to_hex
 from typer.testing import CliRunner
 
 from retrain.analysis import AnalysisError, collect_runs, plot_metrics, save_figure
@@ -38,7 +39,7 @@ def test_png_size_and_one_line_per_condition(done_campaign: Path, tmp_path: Path
         assert len(ax.get_lines()) == 2  # grpo+none, maxrl+gtpo
         assert [line.get_label() for line in ax.get_lines()] == ["grpo+none (n=3)", "maxrl+gtpo (n=3)"]
         assert len(ax.collections) == 2  # one band per condition
-    assert axes[0].get_lines()[0].get_color().lower() == OKABE_ITO[0].lower()
+    assert to_hex(axes[0].get_lines()[0].get_color()) == OKABE_ITO[0].lower()
     out = save_figure(fig, tmp_path / "p" / "curves.png", "png")
     # two panels of 5 x 3.5 inches side by side at 50 dpi → 500 x 175 pixels
     assert png_size(out) == (500, 175)
@@ -153,7 +154,7 @@ def test_first_six_colours_are_far_apart(tmp_path: Path, style: str) -> None:
     conditions = ["grpo+none", "maxrl+none", "maxrl+gtpo", "maxrl+gtpo_hicra", "maxrl+gtpo_sepa"]
     camp = write_campaign(tmp_path / "c", [FakeRun(c, s, 0.5) for c in conditions for s in (42, 101)])
     fig = plot_metrics(collect_runs(camp), ["correct_rate"], style=style, dpi=20)
-    drawn = [line.get_color() for line in fig.axes[0].get_lines()]
+    drawn = [to_hex(line.get_color()) for line in fig.axes[0].get_lines()]
     assert len(drawn) == 5
     assert min(delta_e(a, b) for a, b in itertools.combinations(drawn, 2)) > 50
 
