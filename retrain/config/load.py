@@ -93,6 +93,8 @@ def coerce(value: Any, tp: Any) -> tuple[Any, str | None]:
         return (value, None) if isinstance(value, bool) else (value, f"must be true or false, got {_show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**63:  # TOML integers are 64-bit; Python's are not
+                return value, f"must be a 64-bit integer, got {_show(value)}"
             return value, None
         # 1e3 means 1000; a float beyond 2**53 is no longer an exact integer (1e100 steps is a typo)
         if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
@@ -232,6 +234,10 @@ def cross_field_problems(cfg: RetrainConfig, explicit: set[str], *, strict_secti
         if unknown:
             p.append(f"{prefix}lora.target_modules: {unknown} are not layers of the "
                      f"'{cfg.model.name}' model; choose from {list(PRESET_LINEAR_LAYERS)}")
+        hidden = PRESETS[cfg.model.name]["hidden_size"]  # the smallest side of its linear layers
+        if cfg.lora.rank > hidden:
+            p.append(f"{prefix}lora.rank: a LoRA update cannot have a higher rank than its layer; "
+                     f"the '{cfg.model.name}' model's layers are {hidden} wide, got {cfg.lora.rank}")
     if cfg.squeeze.compress_to > 0 and cfg.squeeze.compress_to > cfg.lora.rank:
         p.append(f"{prefix}squeeze.compress_to: must be <= lora.rank ({cfg.lora.rank}), got {cfg.squeeze.compress_to}")
     return p

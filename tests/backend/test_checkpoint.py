@@ -204,3 +204,15 @@ def test_written_dirs_and_files_follow_the_umask(make_lora: Callable[..., tuple]
         for name, mode in modes.items():
             want = 0o777 & ~umask if (root / name).is_dir() else 0o666 & ~umask
             assert mode == want, (root, name, oct(mode), oct(want))
+
+
+def test_lora_rank_above_the_layer_width_is_refused_before_allocating(tiny_dir: Path) -> None:
+    # Regression: lora.rank=100000000 reached peft, which tried to allocate 25 GB (traceback).
+    from retrain.backend.local.lora import LoraTargetError, apply_lora
+    from retrain.backend.local.model import load_model_and_tokenizer
+    from retrain.config.schema import LoraConfig
+
+    base, _, _ = load_model_and_tokenizer(str(tiny_dir), dtype="float32", device="cpu",
+                                          local_files_only=True, trust_remote_code=False)
+    with pytest.raises(LoraTargetError, match="smallest adapted layer of LlamaForCausalLM is 64 wide, got 100000000"):
+        apply_lora(base, LoraConfig(rank=100_000_000, alpha=16.0))

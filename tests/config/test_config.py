@@ -174,3 +174,5 @@ def test_huge_float_is_not_an_integer() -> None:
     assert cfg.training.max_steps == 1000
     with pytest.raises(ConfigError, match="training.max_steps: must be an integer"):
         build_config({"training": {"max_steps": 1e100}})
+    with pytest.raises(ConfigError, match="training.max_steps: must be a 64-bit integer"):
+        build_config({"training": {"max_steps": 10**23}})

@@ -40,6 +40,12 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PeftModel:
         raise LoraTargetError(
             f"lora.target_modules: {missing or list(cfg.target_modules)} not found in "
             f"{type(model).__name__}; its linear layers are named {leaves}")
+    widths = [min(m.in_features, m.out_features) for n, m in model.named_modules()
+              if n.rsplit(".", 1)[-1] in targets and hasattr(m, "in_features") and hasattr(m, "out_features")]
+    if widths and cfg.rank > min(widths):  # checked before peft allocates rank x width matrices
+        raise LoraTargetError(f"lora.rank: a LoRA update cannot have a higher rank than its layer; "
+                              f"the smallest adapted layer of {type(model).__name__} is "
+                              f"{min(widths)} wide, got {cfg.rank}")
     peft_cfg = PeftLoraConfig(
         r=cfg.rank, lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # peft takes floats at runtime
         lora_dropout=cfg.dropout, target_modules=targets,
