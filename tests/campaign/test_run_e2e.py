@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -228,6 +229,8 @@ def test_three_run_campaign_end_to_end(base: dict[str, Any]) -> None:
 
     out, res = base["out"], base["res"]
     assert res.returncode == 0, show(res)
+    # no library warning reaches the user's console (it once printed one per step and eval)
+    assert not re.findall(r"\w+Warning\b.*", res.stderr + res.stdout), show(res)
     for name in ("campaign.toml", "plan.json", "manifest.json", "summary.md"):
         assert (out / name).is_file(), name
     assert (out / "campaign.toml").read_text() == base["toml"].read_text()
@@ -292,6 +295,8 @@ def test_console_modes_of_a_finished_campaign(base: dict[str, Any], tmp_path: Pa
 def test_auto_squeeze_recorded(base: dict[str, Any]) -> None:
     out, res = base["out"], base["res"]
     assert res.returncode == 0, show(res)
+    # no library warning reaches the user's console (it once printed one per step and eval)
+    assert not re.findall(r"\w+Warning\b.*", res.stderr + res.stdout), show(res)
     sq = manifest(out)["squeeze"]
     assert sq is not None and "error" not in sq, sq
     assert sq["run"] == RUNS[0]  # the first finished run
