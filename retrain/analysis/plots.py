@@ -83,6 +83,12 @@ STYLES: dict[str, Any] = {  # name → matplotlib rcParams
 }
 
 
+def band_alpha(n_conditions: int) -> float:
+    """Opacity of one band such that the bands of all conditions stacked on each other stay at
+    most half opaque (five overlapping bands at a fixed 0.18 made a grey mass over the lines)."""
+    return min(0.2, 1.0 - 0.5 ** (1.0 / max(1, n_conditions)))
+
+
 def palette(style: str) -> tuple[str, ...]:
     # Okabe-Ito's black would vanish on the dark background; white takes its place.
     return tuple("#ffffff" if c == "#000000" else c for c in OKABE_ITO) if style == "dark" else OKABE_ITO
@@ -258,7 +264,8 @@ def plot_metrics(
                     linewidth=1.6, label=f"{cond} (n={seeds})",
                     # markers keep sparse curves (eval steps, a single point) visible
                     marker="o" if steps.size <= SPARSE_POINTS else None, markersize=3)
-                ax.fill_between(steps, low, high, color=colour, alpha=0.18, linewidth=0)
+                ax.fill_between(steps, low, high, color=colour, alpha=band_alpha(len(conditions)),
+                                linewidth=0)
                 handles.setdefault(cond, line)
             _style_panel(ax, metric)
         for ax in axes[len(metrics):]:
