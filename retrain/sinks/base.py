@@ -176,12 +176,13 @@ def build_sinks(
     """The standard sinks of one run: files always, wandb if configured, console per mode.
 
     Files: metrics.jsonl + emergence/ (JsonlSink), run.log (RunLogSink), summary.json
-    (SummarySink). `console_mode` is one of progress | live | silent | none. The caller then
+    (SummarySink), heartbeat.json (HeartbeatSink). `console_mode` is one of progress | live | silent | none. The caller then
     calls `sinks.start()` (a second start is ignored). `wandb_run_id` overrides the id
     persisted in `<run_dir>/wandb_run_id`.
     """
     # Imported here: the sink modules import this one.
     from retrain.sinks.console import ConsoleSink
+    from retrain.sinks.heartbeat import HeartbeatSink
     from retrain.sinks.metrics import JsonlSink
     from retrain.sinks.runlog import RunLogSink
     from retrain.sinks.summary import SummarySink
@@ -194,6 +195,7 @@ def build_sinks(
         SummarySink(),
         RunLogSink(log_every=logging_cfg.log_every,
                    sample_completions=logging_cfg.sample_completions),
+        HeartbeatSink(),  # after SummarySink: at finish, the heartbeat is the newer file
     ]
     if logging_cfg.wandb_project:
         from retrain.sinks.wandb_sink import WandbSink

@@ -12,6 +12,7 @@ import pytest
 
 from retrain.config.schema import LoggingConfig
 from retrain.sinks import (
+    HeartbeatSink,
     JsonlSink,
     NullSink,
     RunLogSink,
@@ -85,7 +86,8 @@ def test_the_record_sinks_are_essential_and_the_others_are_not(run_dir: Path) ->
 
     sinks = build_sinks(make_info(run_dir), LoggingConfig(), console_mode="progress")
     assert {type(s).__name__: is_essential(s) for s in sinks.sinks} == {
-        "JsonlSink": True, "SummarySink": True, "RunLogSink": False, "ConsoleSink": False}
+        "JsonlSink": True, "SummarySink": True, "RunLogSink": False, "HeartbeatSink": False,
+        "ConsoleSink": False}
 
 
 def test_keyboard_interrupt_is_not_swallowed(run_dir: Path) -> None:
@@ -99,7 +101,7 @@ def test_keyboard_interrupt_is_not_swallowed(run_dir: Path) -> None:
 
 def test_build_sinks_default_set(run_dir: Path) -> None:
     sinks = build_sinks(make_info(run_dir), LoggingConfig(), console_mode="none")
-    assert [type(s) for s in sinks.sinks] == [JsonlSink, SummarySink, RunLogSink]
+    assert [type(s) for s in sinks.sinks] == [JsonlSink, SummarySink, RunLogSink, HeartbeatSink]
     assert all(isinstance(s, Sink) for s in sinks.sinks)
 
 
