@@ -15,6 +15,7 @@ from rich.text import Text
 
 from retrain.analysis import gain, stats
 from retrain.analysis.formats import (
+    Col,
     OutputFormat,
     csv_text,
     fmt_interval,
@@ -208,6 +209,20 @@ def _display(rows: Sequence[dict[str, object]]) -> tuple[list[str], list[list[st
     return columns, cells
 
 
+# Which columns a narrow terminal hides first (higher first); the condition, n, the statistic the
+# test uses, Δ and p always stay. Keyed by position in `_display`'s columns.
+_DROP = {2: 5, 3: 7, 4: 3, 5: 8, 6: 9, 7: 4, 8: 6}
+_STAT_COLUMN = {"final": 2, "best": 3, "last_n": 4, "auc": 5, "steps_to_threshold": 6,
+                "eval_accuracy": 7, "eval_gain": 8}
+
+
+def _columns(names: Sequence[str], stat: str) -> list[Col]:
+    tested = _STAT_COLUMN.get(stat)
+    return [Col(name, kind="name" if i == 0 else "words", justify="left" if i == 0 else "right",
+                drop=0 if i == tested else _DROP.get(i, 0))
+            for i, name in enumerate(names)]
+
+
 def _num(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -228,6 +243,7 @@ def render_comparison(rows: Sequence[dict[str, object]], fmt: OutputFormat | str
                f"{'bootstrap' if first.get('ci') == 'bootstrap' else 't'} interval; "
                f"Δ and p vs {first.get('baseline')}")
     # Verdicts are sentences; they read better under the table than squeezed into a column.
-    table = rich_table(columns[:-2], [c[:-2] for c in cells], title="comparison", caption=caption)
+    table = rich_table(_columns(columns[:-2], str(first.get("stat"))), [c[:-2] for c in cells],
+                       title="comparison", caption=caption)
     verdicts = [Text.assemble((f"{c[0]}: ", "bold"), c[-1]) for c in cells if c[-1] != "baseline"]
     return Group(table, *verdicts)

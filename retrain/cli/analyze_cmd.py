@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import RenderableType
 
 from retrain.cli._common import console, handles_errors
 
@@ -67,7 +68,7 @@ analyze_app = typer.Typer(
 )
 
 
-def _emit(result: object, out: Path | None) -> None:
+def _emit(result: RenderableType, out: Path | None) -> None:
     """Print a Rich renderable or text; text goes to `out` instead when given."""
     if isinstance(result, str):
         if out is not None:
@@ -81,7 +82,9 @@ def _emit(result: object, out: Path | None) -> None:
         from retrain.analysis import AnalysisError
 
         raise AnalysisError("--out needs --format md, csv or json (a table is for the terminal)")
-    console.print(result)
+    from retrain.analysis.formats import print_result
+
+    print_result(console, result)
 
 
 @analyze_app.command("compare")
@@ -171,12 +174,13 @@ def status(
     interval: Annotated[float, typer.Option(help="Seconds between redraws with --watch.")] = 5.0,
 ) -> None:
     """Every campaign and run under PATH: status, progress, latest metrics, age and ETA."""
+    from retrain.analysis.formats import print_result
     from retrain.analysis.status import status_renderable, watch_status
 
     if watch:
         watch_status(path, interval=interval, console=console)
     else:
-        console.print(status_renderable(path))
+        print_result(console, status_renderable(path))
 
 
 def register(app: typer.Typer) -> None:

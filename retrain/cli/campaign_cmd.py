@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from retrain.cli._common import (
     LiveOpt,
@@ -33,6 +33,7 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Expand the grid and print every run (nothing is trained or written, no plugin code runs)."""
+    from retrain.analysis.formats import Col, FitTable, print_result
     from retrain.campaign.grid import load_campaign
     from retrain.campaign.plan import plan_dict
 
@@ -41,17 +42,17 @@ def plan(
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    table = Table(title=f"campaign '{spec.name}' — spec {data['spec_hash']}", show_lines=False)
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("run", overflow="fold")
-    table.add_column("condition", style="cyan")
-    table.add_column("seed", justify="right")
-    table.add_column("steps", justify="right")
-    table.add_column("overrides", style="dim")
+    # A narrow terminal hides seed, then condition (both are in the run name); overrides wrap
+    # between `key=value` items, never inside one.
+    table = FitTable([Col("#", justify="right"), Col("run", kind="name"),
+                      Col("condition", kind="name", drop=2), Col("seed", justify="right", drop=1),
+                      Col("steps", justify="right"), Col("overrides")],
+                     title=f"campaign '{spec.name}' — spec {data['spec_hash']}")
     for i, run in enumerate(spec.runs, 1):
         ov = ", ".join(f"{k}={v}" for k, v in run.overrides.items()) or "—"
-        table.add_row(str(i), run.name, run.condition, str(run.seed), str(run.max_steps), ov)
-    console.print(table)
+        table.add_row(str(i), run.name, Text(run.condition, style="cyan"), str(run.seed),
+                      str(run.max_steps), Text(ov, style="dim"))
+    print_result(console, table)
     console.print(f"{len(spec.conditions)} conditions × {len(spec.base.campaign.seeds)} seeds = "
                   f"[bold]{len(spec.runs)} runs[/], {data['total_steps']} steps in total")
 
