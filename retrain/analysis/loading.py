@@ -2,27 +2,41 @@
 
 This is the only place in `retrain.analysis` that touches the file system. It depends on the
 on-disk contract alone (plan.json, manifest.json, runs/<run>/{config.toml, metrics.jsonl,
-summary.json}), never on the trainer, so it works on finished runs, on runs still being written
-(torn last lines are skipped, missing files are normal) and on runs that never started.
+summary.json, heartbeat.json}), never on the trainer, so it works on finished runs, on runs still
+being written (torn lines are skipped, and counted in one warning per file; missing files are
+normal) and on runs that never started.
+
+A run's status is what its record says (manifest, summary.json); a run recorded as running is
+then checked against its heartbeat (`live_status`): running, stale, dead or not started.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from retrain.analysis.liveness import FINAL_STATUSES, HEARTBEAT_FILE, live_status, stale_after
 from retrain.errors import RetrainError
-from retrain.io import read_json_object, read_jsonl
+from retrain.io import read_json_object
 
 if TYPE_CHECKING:
     import pandas as pd
 
-RUN_STATUSES = ("pending", "running", "done", "failed", "interrupted")
+# What a manifest or summary.json records; a recorded `running` is refined by `live_status`.
+# The metric that `retrain analyze compare` and the campaign's summary.md compare conditions on
+# by default: the fraction of correct completions reads the same for every verifiable task,
+# whereas mean_reward's scale depends on the reward function. Defined in this light module so
+# that the CLI can name it without importing numpy.
+DEFAULT_METRIC = "correct_rate"
+RECORDED_STATUSES = ("pending", "running", "done", "failed", "interrupted")
+RUN_STATUSES = ("pending", "not started", "running", "stale", "dead", *FINAL_STATUSES)
 # Directories inside a run that never hold another run; skipping them keeps a tree walk cheap.
 _SKIP_DIRS = frozenset({"checkpoints", "adapter", "emergence", "__pycache__", "node_modules"})
 _SEED_SUFFIX = re.compile(r"_s(\d+)$")
@@ -51,7 +65,8 @@ class RunData:
     ended: str | None = None
     wall_time_s: float | None = None
     error: str | None = None
-    updated: float | None = None  # epoch seconds of the newest metrics/summary write
+    updated: float | None = None  # epoch seconds of the newest metrics/summary/heartbeat write
+    heartbeat: dict[str, Any] | None = None  # heartbeat.json as the trainer last wrote it
 
     @property
     def step(self) -> int:
@@ -110,15 +125,51 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return {}
 
 
+_warned_files: set[Path] = set()
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Metrics rows merged per step (a later row for the same step wins key by key), by step."""
+    """Metrics rows merged per step (a later row for the same step wins key by key), by step.
+
+    A line that is not a JSON object with an integer `step` (a torn write, a damaged file) is
+    skipped; how many were skipped in the file is said once per file on stderr.
+    """
     by_step: dict[int, dict[str, Any]] = {}
-    for row in read_jsonl(path):
-        step = row.get("step")
-        if isinstance(step, bool) or not isinstance(step, int):
-            continue
-        by_step.setdefault(step, {}).update(row)
+    skipped = 0
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    with fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            step = row.get("step") if isinstance(row, dict) else None
+            if isinstance(step, bool) or not isinstance(step, int):
+                skipped += 1
+                continue
+            by_step.setdefault(step, {}).update(row)  # type: ignore[union-attr]
+    if skipped:
+        _warn_skipped(path, skipped)
     return [by_step[s] for s in sorted(by_step)]
+
+
+def _warn_skipped(path: Path, count: int) -> None:
+    key = path.resolve()
+    if key in _warned_files:
+        return  # once per file: `status --watch` rereads it every few seconds
+    _warned_files.add(key)
+    from retrain.ui import err_console
+
+    lines = "line" if count == 1 else "lines"
+    err_console.print(f"warning: {path}: skipped {count} unreadable {lines} (not a JSON object "
+                      "with an integer step; a kill mid-write leaves a torn last line); "
+                      "the other rows are used", highlight=False, soft_wrap=True, markup=False)
 
 
 def _mtime(*paths: Path) -> float | None:
@@ -173,23 +224,57 @@ def load_run(run_dir: Path, *, entry: dict[str, Any] | None = None, campaign: st
         attempts=_first_int(entry.get("attempts")), started=_first_str(entry.get("started")),
         ended=_first_str(entry.get("ended")), error=_first_str(entry.get("error")),
         wall_time_s=as_number(entry.get("wall_time_s")) or as_number(summ.get("wall_time_s")),
-        updated=_mtime(run_dir / "metrics.jsonl", run_dir / "summary.json"),
+        heartbeat=read_json_object(run_dir / HEARTBEAT_FILE),
     )
-    run.status = _infer_status(entry.get("status"), summ.get("status"), has_files=bool(rows) or run_dir.exists())
+    _set_status(run, entry, summ)
     return run
 
 
-def _infer_status(manifest_status: object, summary_status: object, *, has_files: bool) -> str:
+def _set_status(run: RunData, entry: dict[str, Any], summ: dict[str, Any]) -> None:
+    """run.updated (the newest write) and run.status (recorded, then checked for life)."""
+    beat = as_number((run.heartbeat or {}).get("time"))
+    metrics_written = _mtime(run.run_dir / "metrics.jsonl")
+    summary_written = _mtime(run.run_dir / "summary.json")
+    run.updated = max((t for t in (metrics_written, summary_written, beat) if t is not None),
+                      default=None)
+    # A lone run resumed by `retrain run` keeps its old summary.json until it ends again.
+    resumed = (run.heartbeat or {}).get("status") == "running" and beat is not None and (
+        summary_written is None or beat > summary_written)
+    run.status = _recorded_status(entry.get("status"), summ.get("status"), resumed=resumed,
+                                  has_files=bool(run.rows) or run.run_dir.exists())
+    if run.status == "running":
+        _, step_times = run.series("step_time_s")
+        run.status = live_status(run.heartbeat,
+                                 metrics_written=metrics_written if run.rows else None,
+                                 started=_epoch(entry.get("started")),
+                                 in_campaign=entry.get("status") == "running",
+                                 stale_after_s=stale_after(step_times))
+
+
+def _recorded_status(manifest_status: object, summary_status: object, *, resumed: bool,
+                     has_files: bool) -> str:
     # The manifest is the campaign's truth but is rewritten after summary.json, so a finished
     # summary beats a manifest that still says pending/running.
     if summary_status == "done" and manifest_status in (None, "pending", "running"):
         return "done"
-    if isinstance(manifest_status, str) and manifest_status in RUN_STATUSES:
+    if isinstance(manifest_status, str) and manifest_status in RECORDED_STATUSES:
         return manifest_status
-    if isinstance(summary_status, str) and summary_status in RUN_STATUSES:
+    if resumed:
+        return "running"
+    if isinstance(summary_status, str) and summary_status in RECORDED_STATUSES:
         return summary_status
-    # A lone run dir without summary.json: the trainer is still writing it (or was killed hard).
+    # A lone run dir without summary.json: the trainer is writing it, or was killed, or never
+    # started; `live_status` tells which.
     return "running" if has_files else "pending"
+
+
+def _epoch(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
 
 
 def is_campaign_dir(path: Path) -> bool:

@@ -1,26 +1,36 @@
-"""`retrain status [PATH] [--watch]` and the table behind `retrain campaign status`.
+"""`retrain status [PATH] [--watch]` and `retrain campaign status DIR [--watch]`.
 
-Reads manifests and the tails of metrics.jsonl only, so it is safe to run next to a campaign that
-is writing. ETAs come from the runs' own step_time_s (median of the last steps); they are
-estimates, not promises: evaluation steps and back-pressure change the pace.
+Reads manifests, heartbeats and metrics.jsonl only, so it is safe to run next to a campaign that
+is writing. A run's status is what `loading` says: the recorded one, with a run recorded as
+running checked against its heartbeat (running, stale, dead, not started; see
+`liveness.live_status`). ETAs come from the runs' own step_time_s (median of the last steps);
+they are estimates, not promises: evaluation steps and back-pressure change the pace.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console, Group
-from rich.table import Table
+from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
-from retrain.analysis.formats import MISSING, fmt_number
-from retrain.analysis.loading import AnalysisError, CampaignData, RunData, discover, load_campaign
+from retrain.analysis.formats import MISSING, Col, FitTable, fmt_number, print_result
+from retrain.analysis.loading import (
+    AnalysisError,
+    CampaignData,
+    RunData,
+    discover,
+    is_campaign_dir,
+    is_run_dir,
+    load_campaign,
+)
 
-STATUS_STYLES = {"done": "green", "running": "cyan", "pending": "dim", "failed": "bold red",
-                 "interrupted": "yellow"}
-STALE_AFTER_S = 600.0  # a running run that has not written for this long is flagged
+STATUS_STYLES = {"done": "green", "running": "cyan", "pending": "dim", "not started": "dim",
+                 "stale": "yellow", "dead": "bold red", "failed": "bold red", "interrupted": "yellow"}
+_ETA_STATUSES = ("running", "pending", "not started")  # the others will not go on by themselves
 _PACE_WINDOW = 10
 
 
@@ -50,7 +60,7 @@ def seconds_per_step(run: RunData) -> float | None:
 
 def run_eta(run: RunData, pace: float | None = None) -> float | None:
     """Seconds until `run` reaches max_steps at its own pace (or `pace` when it has none)."""
-    if run.status in ("done", "failed", "interrupted") or not run.max_steps:
+    if run.status not in _ETA_STATUSES or not run.max_steps:
         return None
     per_step = seconds_per_step(run) or pace
     if per_step is None:
@@ -67,24 +77,31 @@ def _progress(run: RunData) -> str:
 def _age(run: RunData, now: float) -> Text:
     if run.updated is None:
         return Text(MISSING)
-    age = now - run.updated
-    stale = run.status == "running" and age > STALE_AFTER_S
-    return Text(fmt_duration(age) + (" (stale?)" if stale else ""), style="yellow" if stale else "")
+    return Text(fmt_duration(now - run.updated), style=STATUS_STYLES[run.status]
+                if run.status in ("stale", "dead") else "")
 
 
 def _run_cells(run: RunData, now: float, pace: float | None) -> list[Text | str]:
     status = Text(run.status, style=STATUS_STYLES.get(run.status, ""))
     if run.status == "failed" and run.error:
-        status.append(f" {run.error.splitlines()[-1][:60]}", style="red")
+        status.append(f" {run.error.strip().splitlines()[-1]}", style="red")
+    elif run.status == "dead" and run.heartbeat:
+        status.append(f" (pid {run.heartbeat.get('pid')} is gone)", style="red")
     return [run.name, status, _progress(run), fmt_number(run.latest("mean_reward")),
             fmt_number(run.latest("correct_rate")), fmt_number(run.latest("eval_accuracy")),
             _age(run, now), fmt_duration(run_eta(run, pace))]
 
 
-def _status_table(runs: list[RunData], *, title: str, caption: str | None, now: float) -> Table:
-    table = Table(title=title, caption=caption, header_style="bold", title_justify="left")
-    for name in ("run", "status", "step", "reward", "correct", "eval acc", "age", "ETA"):
-        table.add_column(name, no_wrap=name in ("run", "step"))
+# On a narrow terminal the metrics go first, then ETA and age; run, status and step always stay.
+_COLUMNS = (Col("run", kind="name"), Col("status", kind="text"), Col("step"),
+            Col("reward", justify="right", drop=5), Col("correct", justify="right", drop=4),
+            Col("eval acc", justify="right", drop=3), Col("age", drop=1), Col("ETA", drop=2))
+
+
+def _status_table(runs: list[RunData], *, title: str, caption: str | None, now: float) -> FitTable:
+    # One line per run: on a narrow terminal the metrics are hidden before a cell wraps.
+    table = FitTable([Col(c.header, c.justify, c.kind, c.drop) for c in _COLUMNS], title=title,
+                     caption=caption, one_line=True)
     paces = [p for p in map(seconds_per_step, runs) if p is not None]
     pace = statistics.median(paces) if paces else None
     for run in runs:
@@ -95,6 +112,10 @@ def _status_table(runs: list[RunData], *, title: str, caption: str | None, now: 
 def _campaign_caption(campaign: CampaignData) -> str:
     counts = {s: sum(r.status == s for r in campaign.runs) for s in STATUS_STYLES}
     parts = [campaign.status, f"{counts['done']}/{len(campaign.runs)} done"]
+    if campaign.status == "running" and not counts["running"] and (counts["dead"] or counts["stale"]):
+        # The manifest cannot say that the campaign process was killed; its runs can.
+        parts[0] = (f"running per its manifest, but no run is alive: `retrain campaign resume "
+                    f"{campaign.path}` continues it")
     parts += [f"{n} {s}" for s, n in counts.items() if n and s != "done"]
     paces = [p for p in map(seconds_per_step, campaign.runs) if p is not None]
     pace = statistics.median(paces) if paces else None
@@ -106,16 +127,25 @@ def _campaign_caption(campaign: CampaignData) -> str:
     return " · ".join(parts)
 
 
-def campaign_table(campaign: CampaignData, *, now: float | None = None) -> Table:
+def campaign_table(campaign: CampaignData, *, now: float | None = None) -> FitTable:
     return _status_table(campaign.runs, title=f"campaign {campaign.name}  ({campaign.path})",
                          caption=_campaign_caption(campaign), now=time.time() if now is None else now)
 
 
-def campaign_status_table(campaign_dir: Path) -> Table:
-    """Per-run status, step/total, latest reward, correct rate and eval accuracy, age and ETA."""
+def campaign_status_table(campaign_dir: Path) -> FitTable:
+    """Per-run status, step/total, latest reward, correct rate and eval accuracy, age and ETA;
+    an AnalysisError when `campaign_dir` is not a campaign directory."""
     campaign_dir = Path(campaign_dir)
     if not campaign_dir.is_dir():
-        raise AnalysisError(f"{campaign_dir}: not a directory")
+        raise AnalysisError(f"{campaign_dir}: no such directory")
+    if not is_campaign_dir(campaign_dir):
+        what = ("it is a run dir" if is_run_dir(campaign_dir)
+                else "it is empty" if not any(campaign_dir.iterdir()) else "it has neither file")
+        raise AnalysisError(
+            f"{campaign_dir} is not a campaign directory: a campaign dir holds plan.json and "
+            f"manifest.json (and runs/<run>/ per run), as `retrain campaign run` writes it; "
+            f"{what}. For run dirs, or a directory holding campaigns, use `retrain status "
+            f"{campaign_dir}`")
     return campaign_table(load_campaign(campaign_dir))
 
 
@@ -125,23 +155,45 @@ def status_renderable(path: Path, *, now: float | None = None) -> Group:
     if not campaigns and not loose:
         raise AnalysisError(f"{path}: no campaigns or runs found")
     now = time.time() if now is None else now
-    parts: list[Table] = [campaign_table(c, now=now) for c in campaigns]
+    tables: list[FitTable] = [campaign_table(c, now=now) for c in campaigns]
     if loose:
-        parts.append(_status_table(loose, title=f"runs  ({path})", caption=None, now=now))
+        tables.append(_status_table(loose, title=f"runs  ({path})", caption=None, now=now))
+    parts: list[RenderableType] = []
+    for table in tables:
+        parts += [Text(""), table] if parts else [table]
     return Group(*parts)
 
 
 def watch_status(path: Path, *, interval: float = 5.0, refreshes: int | None = None,
-                 console: Console | None = None) -> None:
-    """Redraw the status every `interval` seconds until Ctrl+C (or `refreshes` redraws)."""
+                 console: Console | None = None,
+                 render: Callable[[], RenderableType] | None = None) -> None:
+    """Show the status every `interval` seconds until Ctrl+C (or `refreshes` more times).
+
+    `render` builds what is shown (default: `status_renderable(path)`). In a terminal it is
+    redrawn in place; elsewhere (a pipe, a log file) each snapshot is printed in full under a
+    line with the time, so that a log of the watch reads top to bottom.
+    """
     from rich.live import Live
 
+    from retrain.ui import console as default_console
+
+    show = render or (lambda: status_renderable(path))
+    out = console or default_console
     count = 0
-    with Live(status_renderable(path), console=console, auto_refresh=False) as live:
-        try:
-            while refreshes is None or count < refreshes:
-                time.sleep(interval)
-                live.update(status_renderable(path), refresh=True)
-                count += 1
-        except KeyboardInterrupt:
-            pass
+    try:
+        if out.is_terminal:
+            with Live(show(), console=out, auto_refresh=False) as live:
+                while refreshes is None or count < refreshes:
+                    time.sleep(interval)
+                    live.update(show(), refresh=True)
+                    count += 1
+            return
+        while True:
+            snapshot = show()  # built before the time line, so a failure prints no orphan line
+            print_result(out, Group(Text(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}"), snapshot))
+            if refreshes is not None and count >= refreshes:
+                return
+            time.sleep(interval)
+            count += 1
+    except KeyboardInterrupt:
+        pass

@@ -14,6 +14,10 @@ from rich.console import RenderableType
 from retrain.cli._common import console, handles_errors
 
 PathArg = Annotated[Path, typer.Argument(help="A campaign dir, a run dir, or a directory tree holding them.")]
+# `retrain status` and `retrain campaign status` share these.
+WatchOpt = Annotated[bool, typer.Option(
+    "--watch", "-w", help="Redraw every --interval seconds until Ctrl+C (piped: print each snapshot).")]
+IntervalOpt = Annotated[float, typer.Option(min=0.1, help="Seconds between redraws with --watch.")]
 
 
 class Fmt(StrEnum):
@@ -170,8 +174,8 @@ def diff(
 @handles_errors
 def status(
     path: Annotated[Path, typer.Argument(help="Where to look for campaigns and runs.")] = Path("."),
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw until Ctrl+C.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between redraws with --watch.")] = 5.0,
+    watch: WatchOpt = False,
+    interval: IntervalOpt = 5.0,
 ) -> None:
     """Every campaign and run under PATH: status, progress, latest metrics, age and ETA."""
     from retrain.analysis.formats import print_result

@@ -20,6 +20,7 @@ from retrain.cli._common import (
     err_console,
     handles_errors,
 )
+from retrain.cli.analyze_cmd import IntervalOpt, WatchOpt
 
 campaign_app = typer.Typer(help="Plan, run, resume and watch campaigns.", no_args_is_help=True)
 
@@ -129,12 +130,20 @@ def resume(
 @campaign_app.command("status")
 @handles_errors
 def status(
-    campaign_dir: Annotated[Path, typer.Argument(help="A campaign directory.")],
+    campaign_dir: Annotated[Path, typer.Argument(help="A campaign directory (holds plan.json and manifest.json).")],
+    watch: WatchOpt = False,
+    interval: IntervalOpt = 5.0,
 ) -> None:
-    """Per-run status, step/total, latest reward and eval, ETA (works while the campaign runs)."""
-    from retrain.analysis.status import campaign_status_table
+    """Per-run status, step/total, latest reward and eval, age, ETA (works while the campaign runs)."""
+    from retrain.analysis.formats import print_result
+    from retrain.analysis.status import campaign_status_table, watch_status
 
-    console.print(campaign_status_table(campaign_dir))
+    table = campaign_status_table(campaign_dir)  # refuses a dir that is not a campaign's
+    if watch:
+        watch_status(campaign_dir, interval=interval, console=console,
+                     render=lambda: campaign_status_table(campaign_dir))
+    else:
+        print_result(console, table)
 
 
 def _execute(spec, out_dir: Path, *, source_text: str, sets: list[str], force: bool,  # noqa: ANN001
