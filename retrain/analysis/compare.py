@@ -24,7 +24,14 @@ from retrain.analysis.formats import (
     markdown_table,
     rich_table,
 )
-from retrain.analysis.loading import AnalysisError, RunData, as_number, check_metric, collect_runs
+from retrain.analysis.loading import (
+    DEFAULT_METRIC,
+    AnalysisError,
+    RunData,
+    as_number,
+    check_metric,
+    collect_runs,
+)
 
 DEFAULT_BASELINE = gain.DEFAULT_BASELINE
 # eval_gain / eval_sampled_gain: final − initial eval (greedy / mean@k) of each run.
@@ -42,6 +49,15 @@ def final_eval_accuracy(run: RunData) -> float | None:
     return run.latest("eval_accuracy")
 
 
+def trained_series(run: RunData, metric: str) -> tuple[list[int], list[float]]:
+    """`run.series(metric)` from step 1 on. The step-0 row is the eval before any training (for
+    eval_* metrics): it is the run's starting point, reported as the initial eval of the gain,
+    never its final, best or last-N value, nor a step at which it reached the threshold."""
+    steps, values = run.series(metric)
+    keep = [i for i, step in enumerate(steps) if step > 0]
+    return [steps[i] for i in keep], [values[i] for i in keep]
+
+
 def default_threshold(runs: Sequence[RunData], metric: str) -> float | None:
     """0.5 for rate-like metrics (every value in [0, 1]); otherwise no threshold."""
     values = [v for r in runs for v in r.series(metric)[1]]
@@ -51,7 +67,7 @@ def default_threshold(runs: Sequence[RunData], metric: str) -> float | None:
 def comparison_rows(
     campaign_dir: Path,
     *,
-    metric: str = "correct_rate",
+    metric: str = DEFAULT_METRIC,
     last_n: int = 10,
     baseline: str | None = None,
     stat: str = "last_n",
@@ -70,7 +86,7 @@ def comparison_rows(
 def compare_runs(
     runs: Sequence[RunData],
     *,
-    metric: str = "correct_rate",
+    metric: str = DEFAULT_METRIC,
     last_n: int = 10,
     baseline: str | None = None,
     stat: str = "last_n",
@@ -93,7 +109,7 @@ def compare_runs(
     # Keyed by position in `runs`: names repeat when a tree holds several campaigns.
     per_run: dict[str, dict[int, dict[str, float | None]]] = {}
     for idx, run in enumerate(runs):
-        steps, values = run.series(metric)
+        steps, values = trained_series(run, metric)
         if not values and final_eval_accuracy(run) is None:
             continue  # pending: nothing logged yet
         summary = stats.run_stats(steps, values, last_n=last_n, threshold=threshold, higher=higher)

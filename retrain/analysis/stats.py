@@ -118,8 +118,9 @@ def compare_to_baseline(
     if len(common) >= 2:
         diffs = np.asarray([cond[s] - base[s] for s in common], dtype=float)
         diff = float(diffs.mean())
-        if np.all(diffs == diffs[0]):
-            # Zero variance: t is undefined and every Wilcoxon rank ties; report no p-value.
+        if np.ptp(diffs) <= 1e-12 * max(1.0, float(np.abs(diffs).max())):
+            # Zero variance (up to float rounding: 0.3345 - 0.2345 != 0.4345 - 0.3345): t is
+            # undefined and every Wilcoxon rank ties; report no p-value.
             return TestResult(_test_name(test), len(common), diff, None,
                               "identical difference on every seed; test undefined")
         from scipy import stats

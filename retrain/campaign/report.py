@@ -65,18 +65,19 @@ def run_squeeze(spec: CampaignSpec, out: Path, run_name: str, *, say: Say, show:
 def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say,
                      show: Show) -> list[dict[str, Any]] | None:
     """Per condition, over seeds: the gain of held-out accuracy over the condition's own initial
-    eval (mean, 95% t-interval, paired test vs the baseline), then the mean reward over the last
-    N steps and the other curve statistics. Printed, written to summary.md (gain table first),
+    eval (mean, 95% t-interval, paired test vs the baseline), then the curve statistics of
+    DEFAULT_METRIC (the one `retrain analyze compare` uses by default), its mean over the last
+    N steps first. Printed, written to summary.md (gain table first),
     returned for the manifest (each comparison row carries its gain row under `gain`)."""
     from retrain.analysis.compare import compare_runs, render_comparison
     from retrain.analysis.gain import gain_rows, render_gains_md, render_gains_rich
-    from retrain.analysis.loading import collect_runs
+    from retrain.analysis.loading import DEFAULT_METRIC, collect_runs
     from retrain.errors import RetrainError
 
     last_n = spec.base.campaign.compare_last_n
     try:
         runs = collect_runs(out)
-        rows = compare_runs(runs, metric="mean_reward", last_n=last_n)
+        rows = compare_runs(runs, metric=DEFAULT_METRIC, last_n=last_n)
         gains = gain_rows(runs, baseline=str(rows[0]["baseline"]) if rows else None)
     except RetrainError as exc:
         say(f"[yellow]no comparison[/]: {escape(str(exc))}")
@@ -96,8 +97,8 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say,
         "",
         render_gains_md(gains).rstrip(),
         "",
-        f"## Training curves (mean reward over the last {last_n} steps; final eval accuracy; "
-        "mean and 95% interval over seeds)",
+        f"## Training curves ({DEFAULT_METRIC}: final, best, mean over the last {last_n} steps; "
+        "final eval accuracy; mean and 95% interval over seeds)",
         "",
         str(render_comparison(rows, "md")).rstrip(),
         "",
@@ -116,7 +117,7 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say,
                       *[f"  {t}" for t in tail], "  ```", ""]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     show(render_gains_rich(gains))
-    show(summary_table(rows, last_n=last_n))
+    show(summary_table(rows, last_n=last_n, metric=DEFAULT_METRIC))
     for name, rec in failed.items():
         last = (rec.get("error") or "").strip().splitlines()[-1:] or [""]
         say(f"[red]failed[/] {name}: {escape(last[0])}")
@@ -132,19 +133,19 @@ def _ci(row: dict[str, Any], key: str) -> str:
     return f"{mean:.2f}"
 
 
-def summary_table(rows: list[dict[str, Any]], *, last_n: int) -> Any:
-    """The training-reward table under the gain table: one line per condition, fits 80 columns."""
+def summary_table(rows: list[dict[str, Any]], *, last_n: int, metric: str) -> Any:
+    """The training-curve table under the gain table: one line per condition, fits 80 columns."""
     from rich.table import Table
 
     base = rows[0].get("baseline") if rows else None
-    table = Table(title="training reward: mean ± 95% CI half-width over seeds", title_justify="left",
-                  caption=f"reward = mean reward over the last {last_n} steps; Δ and paired p vs {base}",
-                  caption_justify="left")
+    table = Table(title=f"training {metric}: mean ± 95% CI half-width over seeds",
+                  title_justify="left", caption_justify="left",
+                  caption=f"{metric}: mean over the last {last_n} steps; Δ and paired p vs {base}")
     table.add_column("condition", no_wrap=True)
     table.add_column("n", justify="right")
-    table.add_column("reward", justify="right", no_wrap=True)
-    table.add_column("Δ reward", justify="right")
-    table.add_column("p", justify="right")
+    table.add_column(f"last-{last_n}", justify="right", no_wrap=True)
+    table.add_column("Δ", justify="right", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
     for r in rows:
         diff, p = r.get("diff"), r.get("p_value")
         table.add_row(str(r["condition"]), str(r.get("n", "")), _ci(r, "last_n"),

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import RenderableType
 
+from retrain.analysis.loading import DEFAULT_METRIC
 from retrain.cli._common import console, handles_errors
 
 PathArg = Annotated[Path, typer.Argument(help="A campaign dir, a run dir, or a directory tree holding them.")]
@@ -95,7 +96,7 @@ def _emit(result: RenderableType, out: Path | None) -> None:
 @handles_errors
 def compare(
     path: PathArg,
-    metric: Annotated[str, typer.Option(help="metrics.jsonl key to compare.")] = "correct_rate",
+    metric: Annotated[str, typer.Option(help="metrics.jsonl key to compare.")] = DEFAULT_METRIC,
     baseline: Annotated[str | None, typer.Option(help="Condition to test against (default grpo+none if present, else the first).")] = None,
     last: Annotated[int, typer.Option("--last", help="N for the mean over each run's last N logged steps.")] = 10,
     stat: Annotated[Stat, typer.Option(help="Per-run statistic that the baseline test uses.")] = Stat.last_n,

@@ -29,8 +29,8 @@ def _campaign(out: Path) -> Manifest:
             start = {"accuracy": 0.5, "accuracy_se": 0.022, "size": 500, "mean_length": 6.0}
             end = {**start, "accuracy": 0.5 + gain, "accuracy_se": 0.021}
             rows = [{"step": 0, "condition": cond, **{f"eval_{k}": v for k, v in start.items()}}]
-            rows += [{"step": s, "condition": cond, "loss": 1.0 / s, "mean_reward": 0.1 * s}
-                     for s in (1, 2, 3)]
+            rows += [{"step": s, "condition": cond, "loss": 1.0 / s, "mean_reward": 0.1 * s,
+                      "correct_rate": 0.1 * s} for s in (1, 2, 3)]
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             (run_dir / "summary.json").write_text(json.dumps({
                 "run": name, "condition": cond, "seed": seed, "status": "done",
@@ -63,7 +63,7 @@ def test_summary_md_and_console_lead_with_the_gain_table(tmp_path: Path) -> None
         console.print(item)
     out = buf.getvalue()
     assert out.index("conditions: held-out greedy accuracy, gain over own initial eval") < \
-        out.index("training reward")
+        out.index("training correct_rate")
     row = next(line for line in out.splitlines() if line.startswith("maxrl+none "))
     assert row.split() == ["maxrl+none", "0.500±0.022", "0.850±0.021", "+0.350", "[0.226,0.474]",
                            "+0.150", "0.035"]
