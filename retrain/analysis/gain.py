@@ -289,10 +289,11 @@ def render_gains_rich(rows: Sequence[dict[str, Any]]) -> Group:
         seeds = sorted({c[1] for c in cells})
         what = "greedy accuracy" if kind == "accuracy" else _title(rows, kind).split(" (")[1].split(" ")[0]
         what = what if kind == "accuracy" else f"sampled accuracy ({what})"
-        table = Table(title=f"conditions: held-out {what}, gain over own initial eval, "
-                            f"{'/'.join(seeds)} seeds",
-                      title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
-                      show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True)
+        # The title is a line of its own: as a table title Rich wraps it to the table's width.
+        parts.append(Text(f"conditions: held-out {what}, gain over own initial eval, "
+                          f"{'/'.join(seeds)} seeds", style="italic"))
+        table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                      padding=(0, 1), collapse_padding=True)
         keep = (0, 2, 3, 4, 5, 6)  # condition, initial, final, gain, Δ gain, p
         for i in keep:
             table.add_column(columns[i].replace(" ± ", "±").replace(" (Holm)", ""), no_wrap=True,

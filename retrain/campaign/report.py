@@ -134,13 +134,17 @@ def _ci(row: dict[str, Any], key: str) -> str:
 
 
 def summary_table(rows: list[dict[str, Any]], *, last_n: int, metric: str) -> Any:
-    """The training-curve table under the gain table: one line per condition, fits 80 columns."""
+    """The training-curve table under the gain table: one line per condition, fits 80 columns.
+    Title and caption are lines of their own: the table is narrow, and Rich would wrap them to
+    its width."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     base = rows[0].get("baseline") if rows else None
-    table = Table(title=f"training {metric}: mean ± 95% CI half-width over seeds",
-                  title_justify="left", caption_justify="left",
-                  caption=f"{metric}: mean over the last {last_n} steps; Δ and paired p vs {base}")
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=(0, 1), collapse_padding=True)
     table.add_column("condition", no_wrap=True)
     table.add_column("n", justify="right")
     table.add_column(f"last-{last_n}", justify="right", no_wrap=True)
@@ -151,4 +155,7 @@ def summary_table(rows: list[dict[str, Any]], *, last_n: int, metric: str) -> An
         table.add_row(str(r["condition"]), str(r.get("n", "")), _ci(r, "last_n"),
                       f"{diff:+.3f}" if isinstance(diff, int | float) else "—",
                       f"{p:.3f}" if isinstance(p, int | float) else "—")
-    return table
+    return Group(Text(f"training {metric}: mean ± 95% CI half-width over seeds", style="italic"),
+                 table,
+                 Text(f"last-{last_n}: mean {metric} over the last {last_n} steps; Δ and paired p "
+                      f"vs {base}", style="dim"))
