@@ -153,3 +153,14 @@ def test_the_heartbeat_sink_beats_at_start_every_step_and_finish(tmp_path: Path)
     assert load_run(run_dir).status == "running"
     sinks.finish({"status": "interrupted", "wall_time_s": 1.0, "steps_done": 1})
     assert beat()["status"] == "interrupted" and load_run(run_dir).status == "interrupted"
+
+
+def test_a_lone_run_resumed_after_an_interrupt_reads_running(tmp_path: Path) -> None:
+    """`retrain run --resume` keeps the old summary.json (interrupted) until the run ends again;
+    the newer heartbeat of the resumed process wins."""
+    run_dir = tmp_path / "solo"
+    write_run(run_dir, FakeRun("maxrl+gtpo", 1, 0.5, status="interrupted", steps_logged=2))
+    os.utime(run_dir / "summary.json", (DAYS_AGO, DAYS_AGO))
+    assert load_run(run_dir).status == "interrupted"
+    _beat(run_dir, pid=os.getpid(), host=socket.gethostname(), at=time.time())
+    assert load_run(run_dir).status == "running"
