@@ -69,8 +69,8 @@ def build_summary(
         deltas = {k: (final[k] - initial[k] if _number(final[k]) and _number(initial[k]) else None)
                   for k in DELTA_KEYS}
     best: dict[str, Any] | None = None
-    for step in sorted(evals):  # earliest step wins a tie
-        acc = evals[step].get("eval_accuracy")
+    for step in sorted(trained):  # earliest step wins a tie; the step-0 eval is the baseline,
+        acc = trained[step].get("eval_accuracy")  # not a result of training
         if isinstance(acc, int | float) and (best is None or acc > best["accuracy"]):
             best = {"accuracy": acc, "step": step}
     return {

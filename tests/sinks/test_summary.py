@@ -118,3 +118,12 @@ def test_summary_carries_standard_errors_and_sampled_gain(run_dir: Path) -> None
     # 0.75 - 0.552 = 0.198 ; 0.62 - 0.40 = 0.22 ; 5.5 - 6.0 = -0.5
     assert doc["deltas"] == pytest.approx({"accuracy": 0.198, "sampled_accuracy": 0.22,
                                            "mean_length": -0.5})
+
+
+def test_best_eval_never_is_the_pre_training_eval(run_dir: Path) -> None:
+    # Regression: a run whose training made eval worse reported its step-0 eval as "best".
+    info = make_info(run_dir, max_steps=4)
+    evals = {0: {"eval_accuracy": 0.8}, 2: {"eval_accuracy": 0.5}, 4: {"eval_accuracy": 0.6}}
+    doc = build_summary(info, evals, status="done", wall_time_s=1.0, steps_done=4,
+                           params_total=None, params_trainable=None)
+    assert doc["best_eval"] == {"accuracy": 0.6, "step": 4}
