@@ -317,8 +317,11 @@ def discover(path: Path) -> tuple[list[CampaignData], list[RunData]]:
     path = Path(path)
     if not path.exists():
         raise AnalysisError(f"{path}: no such file or directory")
-    if path.is_file():
-        path = path.parent  # e.g. a run's config.toml or a campaign's manifest.json
+    if path.is_file():  # a file of a run or a campaign (config.toml, manifest.json) names its dir
+        if not (is_campaign_dir(path.parent) or is_run_dir(path.parent)):
+            raise AnalysisError(f"{path} is a file, not a run or campaign directory; give a "
+                                f"campaign dir, a run dir, or a directory holding them")
+        path = path.parent
     if is_campaign_dir(path):
         return [load_campaign(path)], []
     if is_run_dir(path):

@@ -109,3 +109,15 @@ def test_load_runs_without_pandas(done_campaign: Path, monkeypatch: pytest.Monke
     records = load_runs(done_campaign)
     assert isinstance(records, list) and len(records) == 30
     assert records[1]["run"] == "grpo+none_s42" and records[1]["step"] == 1
+
+
+def test_a_stray_file_is_not_read_as_its_parent_tree(tmp_path: Path) -> None:
+    # Regression: `analyze compare notes.txt` compared every run under the file's directory.
+    run = tmp_path / "logs" / "grpo+none_s1"
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text("")
+    stray = tmp_path / "notes.txt"
+    stray.write_text("x")
+    with pytest.raises(AnalysisError, match="is a file, not a run or campaign directory"):
+        discover(stray)
+    assert discover(run / "config.toml")[1][0].run_dir == run  # a run's own file names its dir
