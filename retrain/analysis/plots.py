@@ -130,12 +130,11 @@ def _bootstrap_band(grid: np.ndarray, level: float) -> tuple[np.ndarray, np.ndar
             groups.setdefault(row.tobytes(), []).append(i)
     for rows in groups.values():
         data = grid[np.ix_(rows, present[rows[0]])]  # [steps, runs]
-        # percentile, not BCa: BCa needs a jackknife that is undefined for 2 seeds or equal values;
-        # random_state, not rng: rng needs scipy 1.15 and the floor in pyproject is 1.11
+        # percentile, not BCa: BCa needs a jackknife that is undefined for 2 seeds or equal values
         result = stats.bootstrap(
             (data,), np.mean, axis=1, vectorized=True, method="percentile",
             confidence_level=level, n_resamples=BOOTSTRAP_RESAMPLES, batch=500,
-            random_state=np.random.default_rng(BOOTSTRAP_SEED))
+            rng=np.random.default_rng(BOOTSTRAP_SEED))
         low[rows], high[rows] = result.confidence_interval.low, result.confidence_interval.high
     return low, high
 
