@@ -93,8 +93,6 @@ def coerce(value: Any, tp: Any) -> tuple[Any, str | None]:
         return (value, None) if isinstance(value, bool) else (value, f"must be true or false, got {_show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            if not -(2**63) <= value < 2**63:  # TOML integers are 64-bit; Python's are not
-                return value, f"must be a 64-bit integer, got {_show(value)}"
             return value, None
         # 1e3 means 1000; a float beyond 2**53 is no longer an exact integer (1e100 steps is a typo)
         if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
@@ -143,6 +141,8 @@ def check_range(value: Any, meta: Mapping[str, Any]) -> str | None:
             if bound is not None and not op(float(v), float(bound)):
                 b = int(bound) if float(bound).is_integer() else bound
                 return f"must be {word} {b}, got {_show(value)}"
+        if isinstance(v, int) and not -(2**63) <= v < 2**63:  # TOML integers are 64-bit; Python's are not
+            return f"must be a 64-bit integer, got {_show(value)}"
     return None
 
 
