@@ -1,5 +1,6 @@
-"""Pure-numpy algorithm core: episode advantages, token transforms (gtpo, hicra, sepa),
-token uncertainty, planning-token detection and the back-pressure controller.
+"""Pure-numpy algorithm core: the algorithm names (`modes`), episode advantages, token
+transforms (gtpo, hicra, sepa), token uncertainty, planning-token detection and the
+back-pressure controller.
 
 Nothing here imports torch, transformers, peft or wandb, nor anything else of `retrain`:
 the trainer hands in flat numpy arrays plus offsets and gets numpy arrays and plain metric

@@ -29,8 +29,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-ADVANTAGE_MODES = ("grpo", "maxrl", "rloo")  # same tuple as retrain.config.schema
-SCALES = ("none", "group", "batch")
+from retrain.algo.modes import ADVANTAGE_MODES, SCALES
+
 UNINFORMATIVE_TOL = 1e-6  # a group whose rewards span at most this has no learning signal
 CORRECT_THRESHOLD = 0.5  # an uninformative group with mean >= this counts as all-correct
 

@@ -6,9 +6,9 @@ Stage order (the trainer calls `compute_advantages` once per step, between rewar
     logprob_T / entropy_T ──uncertainty kind──▶ h_T ──sepa pooling (λ)──▶ h'_T
     adv_N ──broadcast──▶ adv_T ──gtpo weights w(h'_T)──▶ adv_T·w_T ──hicra (planning_T)──▶ adv_T
 
-`transform_mode` picks the token stages: none, gtpo, hicra, gtpo_hicra, gtpo_sepa,
-gtpo_sepa_hicra. Papers and deviations are listed in each stage's module (`advantages`, `gtpo`,
-`hicra`, `sepa`, `uncertainty`, `planning`); docs/algorithms.md has the formulas in one place.
+`transform_mode` picks the token stages (`modes.transform_parts`). Papers and deviations are
+listed in each stage's module (`advantages`, `gtpo`, `hicra`, `sepa`, `uncertainty`,
+`planning`); docs/algorithms.md has the formulas in one place.
 
 Metrics (flat dict, NaN-free floats, counts as ints):
 - `exec_surprisal_*`, `plan_surprisal_*`: mean / variance of the sampled-token surprisal over the
@@ -34,10 +34,9 @@ from retrain.algo import ragged
 from retrain.algo.advantages import episode_advantages
 from retrain.algo.gtpo import gtpo_weights
 from retrain.algo.hicra import hicra_inplace
+from retrain.algo.modes import UNCERTAINTY_KINDS, transform_parts
 from retrain.algo.sepa import sepa_pool
-from retrain.algo.uncertainty import UNCERTAINTY_KINDS, surprisal, token_uncertainty
-
-TRANSFORM_MODES = ("none", "gtpo", "hicra", "gtpo_hicra", "gtpo_sepa", "gtpo_sepa_hicra")
+from retrain.algo.uncertainty import surprisal, token_uncertainty
 
 
 @dataclass(frozen=True)
@@ -88,14 +87,11 @@ def compute_advantages(
     `sepa_lambda` is ignored unless the transform mode includes sepa; `gtpo_*` and `hicra_alpha`
     likewise. `custom_fn` is the loaded function when `advantage_mode` is a dotted path.
     """
-    if transform_mode not in TRANSFORM_MODES:
-        raise ValueError(f"transform_mode must be one of {TRANSFORM_MODES}, got {transform_mode!r}")
+    parts = transform_parts(transform_mode)  # raises for an unknown mode
     if uncertainty_kind not in UNCERTAINTY_KINDS:
         raise ValueError(f"uncertainty_kind must be one of {UNCERTAINTY_KINDS}, "
                          f"got {uncertainty_kind!r}")
-    use_gtpo = "gtpo" in transform_mode
-    use_sepa = "sepa" in transform_mode
-    use_hicra = "hicra" in transform_mode
+    use_gtpo, use_sepa, use_hicra = "gtpo" in parts, "sepa" in parts, "hicra" in parts
     offsets = batch.offsets
     # Planning tokens are sparse: every stage works on their indices, and nothing below
     # allocates more than a few arrays of size T (see ragged.split_mean_var for why).

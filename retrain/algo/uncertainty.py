@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-UNCERTAINTY_KINDS = ("surprisal", "predictive_variance", "shannon_entropy")  # as in config
+from retrain.algo.modes import UNCERTAINTY_KINDS
+
 SURPRISAL_CAP = 50.0  # nats
 
 

@@ -317,7 +317,7 @@ def campaign_from_raw(raw: Mapping[str, Any], *, source: str, default_name: str,
             except ConfigError as exc:
                 problems.extend(exc.problems)
                 continue
-            used_sections |= {s for s in TRANSFORM_SECTIONS if s in cfg.algorithm.transform_mode}
+            used_sections |= cfg.transforms
             for seed in base.campaign.seeds:
                 run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
                 name = f"{cond.label}_s{seed}"

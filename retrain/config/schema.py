@@ -11,10 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Algorithm names, spelled once.
-ADVANTAGE_MODES = ("grpo", "maxrl", "rloo")
-TRANSFORM_MODES = ("none", "gtpo", "hicra", "gtpo_hicra", "gtpo_sepa", "gtpo_sepa_hicra")
-UNCERTAINTY_KINDS = ("surprisal", "predictive_variance", "shannon_entropy")
+from retrain.algo.modes import (  # algorithm names are spelled there, once
+    ADVANTAGE_MODES,
+    SCALES,
+    TRANSFORM_MODES,
+    TRANSFORMS,
+    UNCERTAINTY_KINDS,
+    transform_parts,
+)
+
 
 DEFAULT_PLANNING_GRAMS = (
     "wait let me", "let me think", "on second thought", "let me check", "let me verify",
@@ -84,7 +89,7 @@ class BackendConfig:
 class AlgorithmConfig:
     advantage_mode: str = _f("grpo", "episode advantage: grpo, maxrl, rloo, or 'package.module:function' (rewards_G -> advantages_G)", choices=ADVANTAGE_MODES, open_choices=True)
     transform_mode: str = _f("none", "token transforms applied after the episode advantage", choices=TRANSFORM_MODES)
-    scale: str = _f("group", "grpo only: divide r - mean by the group std, the batch std, or nothing (Dr. GRPO)", choices=("none", "group", "batch"))
+    scale: str = _f("group", "grpo only: divide r - mean by the group std, the batch std, or nothing (Dr. GRPO)", choices=SCALES)
     eps: float = _f(1e-6, "stabiliser in std and maxrl denominators", gt=0)
     uncertainty_kind: str = _f("surprisal", "token uncertainty used by gtpo/sepa", choices=UNCERTAINTY_KINDS)
     planning_grams: tuple[str, ...] = _f(DEFAULT_PLANNING_GRAMS, "phrases that mark planning tokens (matched case-insensitively on word boundaries)")
@@ -248,16 +253,21 @@ class RetrainConfig:
         return f"{self.algorithm.advantage_mode}+{self.algorithm.transform_mode}"
 
     @property
+    def transforms(self) -> frozenset[str]:
+        """The token transforms transform_mode applies, e.g. {'gtpo', 'sepa'}."""
+        return transform_parts(self.algorithm.transform_mode)
+
+    @property
     def uses_gtpo(self) -> bool:
-        return "gtpo" in self.algorithm.transform_mode
+        return "gtpo" in self.transforms
 
     @property
     def uses_hicra(self) -> bool:
-        return "hicra" in self.algorithm.transform_mode
+        return "hicra" in self.transforms
 
     @property
     def uses_sepa(self) -> bool:
-        return "sepa" in self.algorithm.transform_mode
+        return "sepa" in self.transforms
 
 
 SECTIONS: dict[str, type] = {
@@ -269,12 +279,11 @@ SECTIONS: dict[str, type] = {
 }
 
 # Sections whose settings only mean something with a given transform; see `inactive_sections`.
-TRANSFORM_SECTIONS = ("gtpo", "hicra", "sepa")
+TRANSFORM_SECTIONS = TRANSFORMS  # each transform has a table of its own
 # Sections that describe the campaign, not the run: excluded from a run's identity hash.
 CAMPAIGN_ONLY_SECTIONS = ("campaign", "squeeze")
 
 
 def inactive_sections(cfg: RetrainConfig) -> tuple[str, ...]:
     """Transform sections the config's transform_mode does not use."""
-    active = {"gtpo": cfg.uses_gtpo, "hicra": cfg.uses_hicra, "sepa": cfg.uses_sepa}
-    return tuple(name for name in TRANSFORM_SECTIONS if not active[name])
+    return tuple(name for name in TRANSFORM_SECTIONS if name not in cfg.transforms)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from retrain.algo.pipeline import TRANSFORM_MODES, TokenBatch, compute_advantages
+from retrain.algo.modes import TRANSFORM_MODES
+from retrain.algo.pipeline import TokenBatch, compute_advantages
 
 REQUIRED = (
     "exec_surprisal_mean", "exec_surprisal_var", "plan_surprisal_mean", "plan_surprisal_var",
