@@ -20,7 +20,6 @@ from retrain.algo.modes import (  # algorithm names are spelled there, once
     transform_parts,
 )
 
-
 DEFAULT_PLANNING_GRAMS = (
     "wait let me", "let me think", "on second thought", "let me check", "let me verify",
     "is this right", "double check", "try another approach", "go back and", "start over",
