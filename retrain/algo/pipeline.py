@@ -63,10 +63,6 @@ class TokenBatch:
             raise ValueError(f"reward_N and group_N must be [{n}], got "
                              f"{self.reward_N.shape} and {self.group_N.shape}")
 
-    @property
-    def num_completions(self) -> int:
-        return self.offsets.shape[0] - 1
-
 
 def compute_advantages(
     batch: TokenBatch,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -361,7 +361,3 @@ MAX_RUN_NAME_BYTES = 200
 
 # A campaign name becomes a directory under logs/: no separators, no '..', nothing absolute.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_+=~-][A-Za-z0-9._+=~-]{0,99}")
-
-
-def conditions_table(spec: CampaignSpec) -> Sequence[tuple[str, str]]:
-    return [(c.label, _fmt_pattern(c.overrides)) for c in spec.conditions]

@@ -164,13 +164,6 @@ class SqueezeResult:
     def max_effective_rank(self) -> float:
         return float(max(layer.effective_rank for layer in self.layers))
 
-    def retention_at(self, rank: int) -> tuple[float, float, float]:
-        """(mean, min, max) retention at any k in 1..source_rank."""
-        if not 1 <= rank <= self.source_rank:
-            raise SqueezeError(f"rank {rank} is outside 1..{self.source_rank}")
-        i = rank - 1
-        return self.curve_mean[i], self.curve_min[i], self.curve_max[i]
-
     def summary(self) -> dict[str, float | int]:
         return {
             "squeeze/recommended_rank": self.recommended_rank,
