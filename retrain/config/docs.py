@@ -86,7 +86,9 @@ every key is optional; `retrain config show FILE` prints the fully resolved conf
   comma-separated text: `--set logging.wandb_tags=a,b`.
 - **Unsetting:** keys whose type says *or unset* have no value by default. 
   `--set training.clip_eps=none` (also `null`, `unset`) removes a value set in the file. Keys without
-  *or unset* cannot be unset; give a value instead.
+  *or unset* cannot be unset: on a key that allows `none` (`transform_mode`, `scale`),
+  `--set algorithm.scale=none` selects that value; other keys refuse the word. In a TOML file,
+  `"none"` is always a string.
 - **Integers** accept whole floats (`8.0`); floats accept integers (`32`).
 - **Errors:** an unknown table or key is an error with a "did you mean" suggestion and the list
   of valid names. Type, range and cross-key problems are collected and reported together, one

@@ -11,7 +11,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,25 @@ def _describe(tp: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
-def coerce(value: Any, tp: Any) -> tuple[Any, str | None]:
-    """Check `value` against the field type; returns (converted value, error or None)."""
+class Unset(str):
+    """A bare `none`, `null` or `unset` given to `--set`: the word, lowercased.
+
+    It unsets an optional key (type `X | None`). A string key whose choices include the word
+    takes it as that choice (`--set algorithm.transform_mode=none`); any other key has no unset
+    state. A TOML file has no such word: there, "none" is always a string.
+    """
+
+    __slots__ = ()
+
+
+UNSET_WORDS = ("none", "null", "unset")
+
+
+def coerce(value: Any, tp: Any, choices: Sequence[str] = ()) -> tuple[Any, str | None]:
+    """Check `value` against the field type; returns (converted value, error or None).
+    `choices`: the field's allowed strings, which an `Unset` word may name."""
+    if isinstance(value, Unset):
+        value = str(value) if value in choices else None
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
@@ -181,7 +198,7 @@ def parse_sections(raw: Mapping[str, Any], *, prefix: str = "") -> tuple[dict[st
                 hint = suggest(key, fields) or _other_table(key, name)
                 problems.append(f"{path}: unknown key{hint}; [{name}] keys are {', '.join(fields)}")
                 continue
-            cv, err = coerce(value, hints[key])
+            cv, err = coerce(value, hints[key], fields[key].metadata.get("choices") or ())
             if err is None:
                 err = check_range(cv, fields[key].metadata)
             if err:
@@ -309,9 +326,10 @@ def build_config(raw: Mapping[str, Any], *, source: str | None = None, strict_se
 def parse_value(text: str) -> Any:
     """A `--set` value: TOML syntax when it parses (8, 1e-3, true, [8, 16], "x"); a list of bare
     words as Hydra writes it ([q_proj,v_proj]); else the raw string. A value that opens a list
-    and is neither raises ValueError: splitting it on commas would guess."""
-    if text.strip().lower() in ("none", "null", "unset"):
-        return None
+    and is neither raises ValueError: splitting it on commas would guess. `none`, `null` and
+    `unset` are an `Unset` word (see there)."""
+    if text.strip().lower() in UNSET_WORDS:
+        return Unset(text.strip().lower())
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -349,7 +367,8 @@ def parse_sets(sets: Iterable[str]) -> dict[str, Any]:
 
 
 def apply_dotted(raw: dict[str, Any], dotted: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-copy `raw` and set each 'section.key' (value None removes the key: back to default)."""
+    """Deep-copy `raw` and set each 'section.key'. An `Unset` value is resolved against the
+    key's type when the config is built; on a campaign structure key it removes the key."""
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     if isinstance(out.get("model"), str):
         out["model"] = {"name": out["model"]}
@@ -358,7 +377,10 @@ def apply_dotted(raw: dict[str, Any], dotted: Mapping[str, Any]) -> dict[str, An
         table = out.setdefault(section, {})
         if not isinstance(table, dict):
             table = out[section] = {}
-        table[name] = value  # None unsets an optional key (`--set training.clip_eps=none`)
+        if isinstance(value, Unset) and section == "campaign" and name in CAMPAIGN_STRUCTURE_KEYS:
+            table.pop(name, None)  # `--set campaign.grid=none`: no grid
+            continue
+        table[name] = value
     return out
 
 

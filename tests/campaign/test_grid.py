@@ -41,6 +41,20 @@ def test_grid_is_crossed_last_axis_fastest() -> None:
                      "maxrl+none~lora.rank=8_s7", "maxrl+none~lora.rank=32_s7"]
 
 
+def test_set_none_on_a_campaign(tmp_path: Path) -> None:
+    # --set goes through the same loader as a run's: "none" names the choice of a string key
+    # and unsets an optional one; a condition's "none" is a TOML string
+    f = tmp_path / "c.toml"
+    f.write_text('[algorithm]\nscale = "batch"\n[training]\nclip_eps = 0.2\n[campaign]\nseeds = [1]\n'
+                 '[[campaign.conditions]]\nadvantage_mode = "grpo"\ntransform_mode = "none"\n'
+                 '[[campaign.conditions]]\nadvantage_mode = "grpo"\ntransform_mode = "gtpo"\n')
+    spec = load_campaign(f, ["algorithm.scale=none", "training.clip_eps=none"])
+    assert [r.name for r in spec.runs] == ["grpo+none_s1", "grpo+gtpo_s1"]
+    assert {(r.config.algorithm.scale, r.config.training.clip_eps) for r in spec.runs} == {("none", None)}
+    # on a grid key none removes it, as before: the default ablation runs
+    assert len(load_campaign(f, ["campaign.conditions=none", "algorithm.scale=group"]).conditions) == 5
+
+
 def test_zip_varies_together() -> None:
     spec = campaign_from_raw({"campaign": {"seeds": [1], "zip": [{"lora.rank": [8, 32], "lora.alpha": [16, 64]}]}},
                              source="t", default_name="t")

@@ -28,7 +28,7 @@ def test_defaults_are_valid() -> None:
 
 @pytest.mark.parametrize("text,value", [
     ("8", 8), ("1e-3", 1e-3), ("true", True), ("[8, 16]", [8, 16]), ("grpo", "grpo"),
-    ('"quoted"', "quoted"), ("none", None), ("pkg.mod:fn", "pkg.mod:fn"),
+    ('"quoted"', "quoted"), ("none", "none"), ("pkg.mod:fn", "pkg.mod:fn"),
 ])
 def test_set_values_parse_by_toml_rules(text: str, value: object) -> None:
     assert parse_value(text) == value
@@ -43,6 +43,53 @@ def test_set_overrides_file(tmp_path: Path) -> None:
     assert cfg.optimizer.lr == 5e-4
     assert cfg.lora.target_modules == ("q_proj",)
     assert cfg.training.clip_eps is None
+
+
+def test_set_none_is_a_choice_of_a_string_key_and_unsets_an_optional_one(tmp_path: Path) -> None:
+    # docs/cli.md and getting-started.md show `--set algorithm.transform_mode=none`: "none" is
+    # one of its choices (as for scale), not "unset"; only `X | None` keys are unset by
+    # none/null/unset.
+    f = tmp_path / "c.toml"
+    f.write_text('[algorithm]\ntransform_mode = "gtpo"\nscale = "batch"\n'
+                 "[training]\nclip_eps = 0.2\nclip_eps_high = 0.3\n")
+    cfg = load_config(f, ["algorithm.transform_mode=none", "algorithm.scale=None",
+                          "training.clip_eps=null", "training.clip_eps_high=unset"])
+    assert (cfg.algorithm.transform_mode, cfg.algorithm.scale) == ("none", "none")
+    assert isinstance(cfg.algorithm.scale, str) and type(cfg.algorithm.scale) is str
+    assert (cfg.training.clip_eps, cfg.training.clip_eps_high) == (None, None)
+
+
+@pytest.mark.parametrize("item,error", [
+    # "unset" is no choice of scale: it must not silently pick scale "none" (Dr. GRPO)
+    ("algorithm.scale=unset", "algorithm.scale: has no unset state"),
+    ("algorithm.advantage_mode=none", "algorithm.advantage_mode: has no unset state"),
+    ("logging.wandb_project=none", "logging.wandb_project: has no unset state"),
+    ("training.max_steps=none", "training.max_steps: has no unset state"),
+])
+def test_set_none_on_a_key_without_unset_state_or_such_choice_is_refused(
+        tmp_path: Path, item: str, error: str) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("")
+    with pytest.raises(ConfigError, match=error):
+        load_config(f, [item])
+
+
+def test_none_in_a_toml_file_is_a_string() -> None:
+    cfg, _ = build_config({"algorithm": {"transform_mode": "none", "scale": "none"}})
+    assert (cfg.algorithm.transform_mode, cfg.algorithm.scale) == ("none", "none")
+    with pytest.raises(ConfigError, match="training.clip_eps: must be a number, got 'none'"):
+        build_config({"training": {"clip_eps": "none"}})
+
+
+def test_cli_validate_with_transform_mode_none(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[algorithm]\ntransform_mode = "gtpo"\n')
+    result = runner.invoke(app, ["config", "validate", str(f), "--set", "algorithm.transform_mode=none",
+                                 "--set", "algorithm.scale=none"])
+    assert result.exit_code == 0, result.output
+    shown = runner.invoke(app, ["config", "show", str(f), "--set", "algorithm.transform_mode=none"])
+    assert shown.exit_code == 0, shown.output
+    assert 'transform_mode = "none"' in shown.stdout
 
 
 def test_set_wrong_type_names_key(tmp_path: Path) -> None:
