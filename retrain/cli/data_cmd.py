@@ -1,8 +1,9 @@
 """`retrain data …`: generate task datasets on disk.
 
-`retrain data countdown` writes the countdown curriculum of shared/seeds/001: one directory per
-operator group with train and test splits that never share a problem. The files load back with
-`data.task = "file"` and are graded by the countdown checker (see docs/tasks.md).
+`retrain data countdown` writes the countdown curriculum of the continual-learning experiments:
+one directory per operator group with train and test splits that never share a problem. The files
+load back with `data.task = "file"` and are graded by the countdown checker (docs/tasks.md,
+"`retrain data countdown`").
 """
 
 from __future__ import annotations

@@ -207,7 +207,7 @@ def parse_sections(raw: Mapping[str, Any], *, prefix: str = "") -> tuple[dict[st
             kwargs[key] = cv
             explicit.add(f"{name}.{key}")
         if name == "squeeze" and "squeeze" in raw and "enabled" not in table:
-            kwargs["enabled"] = True  # a [squeeze] table alone turns squeeze on (seed 003)
+            kwargs["enabled"] = True  # a [squeeze] table alone turns it on (docs/configuration.md)
         built[name] = cls(**kwargs)
     return built, problems, explicit
 
@@ -348,14 +348,14 @@ def parse_value(text: str) -> Any:
 
 
 def parse_sets(sets: Iterable[str]) -> dict[str, Any]:
-    """['training.lr=1e-3', ...] -> {'training.lr': 0.001}; a malformed item is a ConfigError."""
+    """['optimizer.lr=1e-3', ...] -> {'optimizer.lr': 0.001}; a malformed item is a ConfigError."""
     out: dict[str, Any] = {}
     problems: list[str] = []
     for item in sets:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or "." not in key:
-            problems.append(f"--set {item!r}: expected section.key=value, e.g. training.lr=1e-3")
+            problems.append(f"--set {item!r}: expected section.key=value, e.g. optimizer.lr=1e-3")
             continue
         try:
             out[key] = parse_value(value.strip())

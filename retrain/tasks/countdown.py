@@ -32,7 +32,7 @@ from retrain.tasks.base import Problem
 from retrain.tasks.countdown_expr import countdown_reward, evaluate, evaluation_steps
 from retrain.tasks.streams import SplitStreams
 
-# Operator groups of the continual-learning curriculum (shared/seeds/001).
+# Operator groups of the continual-learning curriculum (docs/tasks.md, `countdown`).
 OPERATOR_GROUPS: dict[str, str] = {
     "plus": "+",
     "plus_minus": "+-",
