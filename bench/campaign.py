@@ -54,8 +54,8 @@ class Result:
 
 def ensure_model(campaign: Path) -> str:
     """Build (or find) the cached tiny model the campaign uses, so no mode pays for the build."""
+    from retrain.backend.local.presets import resolve_model_path, warmup_task
     from retrain.campaign.grid import load_campaign
-    from retrain.trainer.setup import resolve_model_path, warmup_task
 
     cfg = load_campaign(campaign, []).base
     return resolve_model_path(cfg, warmup_task(cfg), progress=True)

@@ -116,7 +116,7 @@ def _metrics_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def ensure_model(cfg: Any) -> None:
-    from retrain.trainer.setup import resolve_model_path, warmup_task
+    from retrain.backend.local.presets import resolve_model_path, warmup_task
 
     t0 = time.perf_counter()
     path = resolve_model_path(cfg, warmup_task(cfg), progress=True)
@@ -133,7 +133,7 @@ def main() -> int:
     args = parser.parse_args()
     if len(args.seeds) < 3:
         print("[bench] note: fewer than 3 seeds; the intervals are wide", file=sys.stderr)
-    from retrain.trainer.setup import quiet_libraries
+    from retrain.backend.local.presets import quiet_libraries
 
     quiet_libraries()
     parts = ["default", "reasoning"] if args.part == "both" else [args.part]

@@ -38,7 +38,7 @@ B, G, MAX_TOKENS, RANK, LR = 16, 8, 16, 16, 1e-4
 
 
 def _model_path(warmup_steps: int) -> str:
-    from retrain.trainer.setup import resolve_model_path, warmup_task
+    from retrain.backend.local.presets import resolve_model_path, warmup_task
 
     cfg = RetrainConfig(model=ModelConfig(name="small", warmup_steps=warmup_steps), data=DataConfig())
     return resolve_model_path(cfg, warmup_task(cfg), progress=True)

@@ -250,8 +250,8 @@ class CampaignRunner:
     def prepare_models(self) -> None:
         """Build missing tiny-model cache entries here, with progress shown, before workers start
         (a worker would build it silently; concurrent builders would wait on the cache lock)."""
+        from retrain.backend.local.presets import TINY_PRESETS, resolve_model_path, warmup_task
         from retrain.config.render import config_to_dict
-        from retrain.trainer.setup import TINY_PRESETS, resolve_model_path, warmup_task
 
         seen: set[str] = set()
         for run in self.spec.runs:

@@ -1,6 +1,6 @@
 """`retrain model …`: build the embedded tiny/small models ahead of time, inspect model dirs.
 
-`retrain model build tiny` goes through the same path as `retrain run` (trainer.setup's
+`retrain model build tiny` goes through the same path as `retrain run` (backend/local/presets.py's
 resolve_model_path), so the entry it caches is exactly the one a run with the same [model] and
 [data] settings will load.
 """
@@ -43,9 +43,9 @@ def build(
     """Build (or find) the cached, warmed-up model and print its path and warm-up accuracy."""
     from dataclasses import replace
 
+    from retrain.backend.local.presets import resolve_model_path, warmup_task
     from retrain.backend.local.tiny import read_model_meta
     from retrain.config.schema import DataConfig, ModelConfig, RetrainConfig
-    from retrain.trainer.setup import resolve_model_path, warmup_task
 
     model = ModelConfig(name=preset.value)
     if steps is not None:

@@ -12,6 +12,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+# One value of a metrics row: what JSON and wandb can hold for a scalar metric.
+MetricValue = float | int | bool | str | None
+Metrics = dict[str, MetricValue]
+
 # Names of seed 003 (kept verbatim), then what users need beyond them.
 CORE_FIELDS: tuple[str, ...] = (
     "step", "condition", "loss", "reported_loss", "loss_is_placeholder",

@@ -1,181 +1,81 @@
-"""Everything a run needs before its first step: task, model (tiny preset built and cached, or a
-local HF model), LoRA, optimizer, schedulers, and — on resume — the restored checkpoint.
+"""Everything a run needs before its first step, on one typed context: the task, the backend
+(model, adapter, optimizer; restored from the newest checkpoint on resume), the trainer state,
+the SEPA scheduler, the back-pressure controller, a custom advantage function and the sinks.
 
 The step loop (`loop.py`) receives one `RunContext` and never looks at files or devices itself.
+This module imports no engine: `registry.build_backend` loads the one `backend.name` names.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from retrain.config.schema import DataConfig, RetrainConfig
+from retrain.algo.advantages import AdvantageFn
+from retrain.algo.backpressure import BackpressureController
+from retrain.algo.sepa import SepaScheduler
+from retrain.backend.base import Backend
+from retrain.config.schema import RetrainConfig
+from retrain.sinks.base import SinkSet
 from retrain.tasks import build_task
-from retrain.tasks.base import Task, stream_rng
+from retrain.tasks.base import Problem, Task
 from retrain.trainer.state import TrainerState
-
-TINY_PRESETS = ("tiny", "small")
 
 
 @dataclass
 class RunContext:
     cfg: RetrainConfig
     run_dir: Path
+    run_name: str
+    condition: str
     task: Task
-    model: Any  # peft.PeftModel
-    tokenizer: Any
-    device: Any
-    optimizer: Any
-    scheduler: Any
+    backend: Backend
     state: TrainerState
-    params: dict[str, int]
-    model_path: str
+    sepa: SepaScheduler
+    bp: BackpressureController | None  # None: back-pressure off
+    custom_fn: AdvantageFn | None  # advantage_mode given as 'package.module:function'
+    eval_problems: list[Problem]
+    sinks: SinkSet
 
 
-def resolve_model_path(cfg: RetrainConfig, task: Task, *, progress: bool = True) -> str:
-    """A preset name becomes its cached, warmed-up model dir (built on first use)."""
-    name = cfg.model.name
-    if name not in TINY_PRESETS:
-        return name
-    m = cfg.model
-    task_key = warmup_key(cfg)
-    from retrain.backend.local.cache import built_entry
+def build_engine(cfg: RetrainConfig, run_dir: Path, *, resume: bool,
+                 progress: bool = True) -> tuple[Task, Backend, TrainerState]:
+    """The task, the backend and the trainer state (restored from the newest intact checkpoint
+    on resume). The task is built first: its streams do not touch torch's RNG, and the backend
+    seeds torch before it initialises LoRA."""
+    from retrain.backend.registry import build_backend
 
-    cached = built_entry(name, task_key=task_key, steps=m.warmup_steps, lr=m.warmup_lr,
-                         batch_size=m.warmup_batch_size, seed=m.warmup_seed)
-    if cached is not None:
-        return str(cached)  # found without importing torch
-    quiet_libraries()
-    from retrain.backend.local.tiny import ensure_tiny_model
-
-    pairs_fn = demonstration_pairs(task, seed=m.warmup_seed, flaw_rate=m.warmup_flaw_rate)
-    held_out = task.eval_problems(min(200, cfg.data.eval_size))
-    path = ensure_tiny_model(
-        name, pairs_fn=pairs_fn, task_key=task_key, steps=m.warmup_steps,
-        lr=m.warmup_lr, batch_size=m.warmup_batch_size, seed=m.warmup_seed,
-        eval_pairs=[(p.prompt, p.answer) for p in held_out],
-        is_correct=lambda i, text: task.is_correct(held_out[i], text),
-        eval_max_tokens=cfg.training.max_tokens, progress=progress,
-    )
-    return str(path)
-
-
-# Bump when a task's `demonstration()` writes different completions: cached models then rebuild.
-DEMONSTRATIONS_VERSION = 1
-
-
-def warmup_key(cfg: RetrainConfig) -> dict[str, Any]:
-    """Everything about the task that changes the warm-up's data (part of the model cache key).
-
-    "split" names the held-out scheme: bump it when eval problems change, so the warm-up never
-    trains on what RL evaluates on.
-    """
-    return {"task": cfg.data.task, "data": _data_key(cfg), "split": "fixed-eval-v1",
-            "flaw_rate": cfg.model.warmup_flaw_rate, "demonstrations": DEMONSTRATIONS_VERSION}
-
-
-def demonstration_pairs(task: Task, *, seed: int, flaw_rate: float) -> Callable[[int, int], list[tuple[str, str]]]:
-    """(prompt, completion) pairs cursor .. cursor+n-1 of the warm-up: the task's demonstrations.
-
-    A task with `demonstration(problem, rng, flaw_rate)` writes its own completion (a flawed
-    answer, a reasoning trace); otherwise the reference answer is the completion. Demonstration
-    i draws from its own generator, so any cursor/n split gives the same pairs.
-    """
-    demo = getattr(task, "demonstration", None)
-
-    def pairs(cursor: int, n: int) -> list[tuple[str, str]]:
-        problems = task.train_problems(cursor, n)
-        if not callable(demo):
-            return [(p.prompt, p.answer) for p in problems]
-        return [(p.prompt, demo(p, stream_rng(seed, "demonstration", cursor + i), flaw_rate))
-                for i, p in enumerate(problems)]
-
-    return pairs
-
-
-# [data] keys that only change how completions are scored, never the warm-up's (prompt, answer)
-# pairs: leaving them out of the cache key lets runs with a reward plugin share the model.
-_SCORING_ONLY_KEYS = ("reward", "match")
-
-
-# The warm-up holds out at least this many eval problems, whatever data.eval_size is, so runs
-# that evaluate on fewer problems (tests, quick looks) share one built model with the defaults.
-WARMUP_HELD_OUT = 500
-
-
-def warmup_data(cfg: RetrainConfig) -> DataConfig:
-    """The [data] of the warm-up stream: as configured, with the held-out set widened to
-    max(data.eval_size, WARMUP_HELD_OUT) where the problem space allows it. The eval set is a
-    prefix of that wider set (streams.SplitStreams), so the warm-up never sees an eval problem."""
-    from retrain.tasks import check_data_config
-
-    wide = dataclasses.replace(cfg.data, eval_size=max(cfg.data.eval_size, WARMUP_HELD_OUT))
-    return wide if not check_data_config(wide) else cfg.data
-
-
-def _data_key(cfg: RetrainConfig) -> dict[str, Any]:
-    """The [data] settings that change what the warm-up sees (the training seed does not)."""
-    data = dataclasses.asdict(warmup_data(cfg))
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()
-            if k not in _SCORING_ONLY_KEYS}
-
-
-def warmup_task(cfg: RetrainConfig) -> Task:
-    """The stream the tiny model is warmed up on: the configured task under the warm-up seed."""
-    return build_task(warmup_data(cfg), cfg.model.warmup_seed)
-
-
-def seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def quiet_libraries() -> None:
-    """transformers' weight-loading bars and deprecation notices are noise in a training log."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"peft\..*")
-
-
-def build_context(cfg: RetrainConfig, run_dir: Path, *, resume: bool, progress: bool = True) -> RunContext:
-    import torch
-
-    quiet_libraries()
-    from retrain.backend.local.checkpoint import clean_temp_dirs, load_latest
-    from retrain.backend.local.lora import apply_lora
-    from retrain.backend.local.model import count_parameters, load_model_and_tokenizer
-    from retrain.backend.local.optim import build_optimizer
-
-    if cfg.backend.threads > 0:
-        torch.set_num_threads(cfg.backend.threads)
     task = build_task(cfg.data, cfg.training.seed)
-    model_path = resolve_model_path(cfg, warmup_task(cfg), progress=progress)
-    seed_everything(cfg.training.seed)  # LoRA init and dropout draw from torch's global RNG
-    base, tokenizer, device = load_model_and_tokenizer(
-        model_path, dtype=cfg.model.dtype, device=cfg.model.device,
-        local_files_only=cfg.model.local_files_only, trust_remote_code=cfg.model.trust_remote_code,
-    )
-    model = apply_lora(base, cfg.lora)
-    params = count_parameters(model)
-    optimizer, scheduler = build_optimizer(model, cfg.optimizer, max_steps=cfg.training.max_steps)
-    state = TrainerState()
-    clean_temp_dirs(run_dir)
-    if resume:
-        state = TrainerState.from_dict(load_latest(run_dir, model, optimizer, scheduler))
-    return RunContext(cfg=cfg, run_dir=run_dir, task=task, model=model, tokenizer=tokenizer,
-                      device=device, optimizer=optimizer, scheduler=scheduler, state=state,
-                      params=params, model_path=model_path)
+    backend = build_backend(cfg, run_dir, progress=progress)
+    state = TrainerState.from_dict(backend.restore()) if resume else TrainerState()
+    return task, backend, state
+
+
+def build_sepa(cfg: RetrainConfig, state: TrainerState) -> SepaScheduler:
+    s = cfg.sepa
+    sepa = SepaScheduler(schedule=s.schedule, steps=s.steps, delay_steps=s.delay_steps,
+                         correct_rate_gate=s.correct_rate_gate, ema_decay=s.ema_decay,
+                         auto_warmup_steps=s.auto_warmup_steps, auto_threshold=s.auto_threshold)
+    if state.sepa:
+        sepa.load_state_dict(state.sepa)
+    return sepa
+
+
+def build_backpressure(cfg: RetrainConfig, state: TrainerState) -> BackpressureController | None:
+    if not cfg.backpressure.enabled:
+        return None
+    t = cfg.training
+    initial = t.batch_size if cfg.backpressure.mode == "batch" else t.batch_size * t.group_size
+    initial = max(cfg.backpressure.min_size, min(cfg.backpressure.max_size, initial))
+    bp = BackpressureController.from_config(cfg.backpressure, initial_size=initial)
+    if state.backpressure:
+        bp.load_state_dict(state.backpressure)
+    return bp
+
+
+def custom_advantage(cfg: RetrainConfig) -> AdvantageFn | None:
+    if ":" not in cfg.algorithm.advantage_mode:
+        return None
+    from retrain.algo.advantages import load_custom_advantage
+
+    return load_custom_advantage(cfg.algorithm.advantage_mode)

@@ -1,44 +1,61 @@
-"""The stages of one training step. Each returns `(result, metrics)`; the loop calls them in order.
+"""The stages of one training step; the loop calls them in order:
 
-sample → reward → advantages (+ token transforms) → train. Evaluation is a stage too.
+    sample → reward → advantages (+ token transforms) → train; evaluation is a stage too.
+
+Each returns a small frozen dataclass: the typed values the loop acts on, and `metrics`, the
+stage's share of the step's metrics row (names as in sinks/contract.py).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from retrain.algo.advantages import AdvantageFn
 from retrain.algo.pipeline import TokenBatch, compute_advantages
 from retrain.algo.planning import planning_mask_batch
+from retrain.backend.base import Backend, Rollouts, SamplingParams
 from retrain.config.schema import RetrainConfig
+from retrain.sinks.contract import Metrics
 from retrain.tasks.base import Problem, Task, score
 
-Metrics = dict[str, Any]
+
+@dataclass(frozen=True)
+class Sampled:
+    rollouts: Rollouts
+    num_generated_tokens: int
+    metrics: Metrics
 
 
-def sample_stage(ctx: Any, problems: Sequence[Problem], *, step: int, chunk_size: int | None) -> tuple[Any, Metrics]:
-    from retrain.backend.local.sampler import sample
-
-    t = ctx.cfg.training
+def sample_stage(backend: Backend, cfg: RetrainConfig, problems: Sequence[Problem], *, step: int,
+                 chunk_size: int | None) -> Sampled:
+    t = cfg.training
     t0 = time.perf_counter()
-    rollouts = sample(
-        ctx.model, ctx.tokenizer, [p.prompt for p in problems], n_per_prompt=t.group_size,
-        max_tokens=t.max_tokens, temperature=t.temperature, top_p=t.top_p, seed=t.seed, step=step,
-        chunk_size=chunk_size, device=ctx.device,
-    )
+    rollouts = backend.sample([p.prompt for p in problems], SamplingParams(
+        n_per_prompt=t.group_size, max_tokens=t.max_tokens, temperature=t.temperature,
+        top_p=t.top_p, seed=t.seed, step=step, chunk_size=chunk_size))
     dt = time.perf_counter() - t0
-    return rollouts, {
+    return Sampled(rollouts, int(rollouts.num_generated_tokens), {
         "sample_time_s": dt,
         "max_token_hit_rate": float(np.mean(rollouts.truncated)) if len(rollouts.truncated) else 0.0,
-        "num_generated_tokens": int(rollouts.num_generated_tokens),
         "mean_completion_length": float(np.mean(np.diff(rollouts.offsets))) if len(rollouts.offsets) > 1 else 0.0,
-    }
+    })
 
 
-def reward_stage(task: Task, problems: Sequence[Problem], completions: Sequence[str], group_size: int) -> tuple[np.ndarray, Metrics]:
+@dataclass(frozen=True)
+class Rewarded:
+    reward_N: np.ndarray  # [N] float64
+    correct_count: int
+    total_count: int
+    correct_rate: float
+    metrics: Metrics
+
+
+def reward_stage(task: Task, problems: Sequence[Problem], completions: Sequence[str], group_size: int) -> Rewarded:
     """Rewards per completion (group-major: completion i belongs to problem i // group_size)."""
     t0 = time.perf_counter()
     reward_N = np.empty(len(completions), dtype=np.float64)
@@ -46,17 +63,27 @@ def reward_stage(task: Task, problems: Sequence[Problem], completions: Sequence[
     for i, text in enumerate(completions):
         reward_N[i], correct_N[i] = score(task, problems[i // group_size], text)
     n = len(completions)
-    return reward_N, {
+    correct = int(correct_N.sum())
+    rate = float(correct_N.mean()) if n else 0.0
+    return Rewarded(reward_N, correct, n, rate, {
         "reward_time_s": time.perf_counter() - t0,
         "mean_reward": float(reward_N.mean()) if n else 0.0,
-        "correct_count": int(correct_N.sum()),
+        "correct_count": correct,
         "total_count": n,
-        "correct_rate": float(correct_N.mean()) if n else 0.0,
-    }
+        "correct_rate": rate,
+    })
 
 
-def advantage_stage(cfg: RetrainConfig, rollouts: Any, reward_N: np.ndarray, *, sepa_lambda: float,
-                    custom_fn: Any = None) -> tuple[np.ndarray, Metrics]:
+@dataclass(frozen=True)
+class Advantaged:
+    adv_T: np.ndarray  # [T] float, final per-token advantages (after the transforms)
+    exec_var: float  # execution-token uncertainty variance before pooling (nan: none); SEPA reads it
+    skipped_groups: int  # groups without learning signal (all rewards equal)
+    metrics: Metrics
+
+
+def advantage_stage(cfg: RetrainConfig, rollouts: Rollouts, reward_N: np.ndarray, *, sepa_lambda: float,
+                    custom_fn: AdvantageFn | None = None) -> Advantaged:
     t0 = time.perf_counter()
     n = len(reward_N)
     group_N = np.repeat(np.arange(n // cfg.training.group_size), cfg.training.group_size)
@@ -72,24 +99,31 @@ def advantage_stage(cfg: RetrainConfig, rollouts: Any, reward_N: np.ndarray, *, 
         gtpo_beta=cfg.gtpo.beta, gtpo_max_weight=cfg.gtpo.max_weight, hicra_alpha=cfg.hicra.alpha,
         sepa_lambda=sepa_lambda, custom_fn=custom_fn,
     )
-    metrics = dict(metrics)
-    metrics["advantage_time_s"] = time.perf_counter() - t0
-    return adv_T, metrics
+    out: Metrics = dict(metrics)
+    out["advantage_time_s"] = time.perf_counter() - t0
+    exec_var = metrics.get("exec_uncertainty_var")
+    skipped = int(metrics.get("num_groups", 0)) - int(metrics.get("num_informative_groups", 0))
+    return Advantaged(adv_T, math.nan if exec_var is None else float(exec_var), skipped, out)
 
 
-def train_stage(ctx: Any, rollouts: Any, adv_T: np.ndarray, *, micro_batch_size: int) -> Metrics:
-    from retrain.backend.local.loss import train_step
+@dataclass(frozen=True)
+class Trained:
+    loss: float
+    skipped: bool  # no update: non-finite loss or gradient, or an update rolled back
+    trained_tokens: int
+    metrics: Metrics
 
+
+def train_stage(backend: Backend, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int) -> Trained:
     t0 = time.perf_counter()
-    m = train_step(ctx.model, ctx.optimizer, ctx.scheduler, rollouts, adv_T,
-                   cfg_training=ctx.cfg.training, cfg_optimizer=ctx.cfg.optimizer,
-                   micro_batch_size=micro_batch_size)
-    m = dict(m)
+    stats = backend.train_step(rollouts, adv_T, micro_batch_size=micro_batch_size)
+    m: Metrics = dict(stats)
     m["train_time_s"] = time.perf_counter() - t0
-    return m
+    return Trained(float(stats["loss"]), bool(stats.get("skipped", 0.0)),
+                   int(stats.get("trained_tokens", 0.0)), m)
 
 
-def eval_stage(ctx: Any, problems: Sequence[Problem]) -> Metrics:
+def eval_stage(backend: Backend, cfg: RetrainConfig, task: Task, problems: Sequence[Problem]) -> dict[str, float]:
     """Held-out accuracy, greedy and mean@k sampled, each with its standard error over problems.
 
     Greedy: one completion per problem. Sampled: `eval.samples` completions per problem at the
@@ -99,28 +133,27 @@ def eval_stage(ctx: Any, problems: Sequence[Problem]) -> Metrics:
     (seed, step 0, i) at every eval (training steps start at 1): the same uniforms each time,
     so two evals of one run differ by the policy, not by sampling luck.
     """
-    from retrain.backend.local.sampler import sample
-
-    t = ctx.cfg.training
-    k = ctx.cfg.eval.samples
+    t = cfg.training
+    k = cfg.eval.samples
     t0 = time.perf_counter()
     prompts = [p.prompt for p in problems]
-    greedy = sample(ctx.model, ctx.tokenizer, prompts, n_per_prompt=1, max_tokens=t.max_tokens,
-                    temperature=1.0, top_p=1.0, seed=t.seed, step=0, greedy=True, device=ctx.device)
-    hits = np.array([ctx.task.is_correct(p, c) for p, c in zip(problems, greedy.completion_text, strict=True)],
+    greedy = backend.sample(prompts, SamplingParams(n_per_prompt=1, max_tokens=t.max_tokens,
+                                                    temperature=1.0, top_p=1.0, seed=t.seed,
+                                                    step=0, greedy=True))
+    hits = np.array([task.is_correct(p, c) for p, c in zip(problems, greedy.completion_text, strict=True)],
                     dtype=np.float64)
     lengths = np.diff(greedy.offsets)
-    out: Metrics = {
+    out: dict[str, float] = {
         "eval_accuracy": float(hits.mean()) if len(hits) else 0.0,
         "eval_accuracy_se": standard_error(hits),
         "eval_size": len(problems),
         "eval_mean_length": float(lengths.mean()) if len(lengths) else 0.0,
     }
     if k > 0 and problems:
-        sampled = sample(ctx.model, ctx.tokenizer, prompts, n_per_prompt=k, max_tokens=t.max_tokens,
-                         temperature=t.temperature, top_p=t.top_p, seed=t.seed, step=0,
-                         device=ctx.device)
-        per_problem = np.array([ctx.task.is_correct(problems[i // k], c)
+        sampled = backend.sample(prompts, SamplingParams(
+            n_per_prompt=k, max_tokens=t.max_tokens, temperature=t.temperature, top_p=t.top_p,
+            seed=t.seed, step=0))
+        per_problem = np.array([task.is_correct(problems[i // k], c)
                                 for i, c in enumerate(sampled.completion_text)],
                                dtype=np.float64).reshape(len(problems), k).mean(axis=1)
         out.update({"eval_sampled_accuracy": float(per_problem.mean()),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,24 +21,23 @@ class TrainerState:
     completions_total: int = 0
     skipped_groups_total: int = 0  # groups with no learning signal (all rewards equal)
     skipped_streak: int = 0  # consecutive steps that made no update, up to the last one
-    sepa: dict[str, Any] = field(default_factory=dict)
-    backpressure: dict[str, Any] = field(default_factory=dict)
-    bp_size: int = 0  # current back-pressure size (0 = back-pressure off)
-    loss_at_start: float | None = None  # first step's loss, for "loss change since start"
-    loss_at_checkpoint: float | None = None  # loss at the previous checkpoint
+    sepa: dict[str, object] = field(default_factory=dict)  # SepaScheduler.state_dict()
+    backpressure: dict[str, object] = field(default_factory=dict)  # BackpressureController.state_dict()
     wall_time_s: float = 0.0  # training wall time summed over invocations
     best_eval_accuracy: float | None = None
     best_eval_step: int | None = None
     initial_eval: dict[str, float] | None = None
     last_eval: dict[str, float] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainerState:
+    def from_dict(cls, d: Mapping[str, object]) -> TrainerState:
+        """Keys this version does not know (written by an older one) are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        known: dict[str, Any] = {k: v for k, v in d.items() if k in names}
+        return cls(**known)
 
 
 class StopFlag:

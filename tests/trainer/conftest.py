@@ -71,8 +71,8 @@ def tiny_model(base_config: Path) -> Path:
     """The warmed-up tiny model of BASE_TOML + SMALL: built on first use, then loaded from the cache."""
     import torch
 
+    from retrain.backend.local.presets import resolve_model_path, warmup_task
     from retrain.config import load_config
-    from retrain.trainer.setup import resolve_model_path, warmup_task
 
     torch.set_num_threads(1)
     cfg = load_config(base_config, small_sets())

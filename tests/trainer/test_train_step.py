@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,36 +13,57 @@ import numpy as np
 import pytest
 import torch
 
-from retrain.backend.local.loss import train_step
+from retrain.backend.local.engine import LocalBackend
 from retrain.config import load_config
-from retrain.trainer.setup import RunContext, build_context
+from retrain.config.schema import RetrainConfig
+from retrain.tasks.base import Task
+from retrain.trainer.setup import build_engine
 from retrain.trainer.stages import advantage_stage, reward_stage, sample_stage
 
 from .conftest import read_jsonl, small_sets
 
 
-def _context(base_config: Path, run_dir: Path, *sets: str) -> RunContext:
+@dataclass
+class Ctx:
+    cfg: RetrainConfig
+    task: Task
+    backend: LocalBackend
+
+    @property
+    def model(self) -> Any:
+        return self.backend.model
+
+    @property
+    def optimizer(self) -> Any:
+        return self.backend.optimizer
+
+    @property
+    def scheduler(self) -> Any:
+        return self.backend.scheduler
+
+
+def _context(base_config: Path, run_dir: Path, *sets: str) -> Ctx:
     cfg = load_config(base_config, [*small_sets(), *sets])
-    return build_context(cfg, run_dir, resume=False, progress=False)
+    task, backend, _ = build_engine(cfg, run_dir, resume=False, progress=False)
+    assert isinstance(backend, LocalBackend)
+    return Ctx(cfg, task, backend)
 
 
-def _fresh_batch(ctx: RunContext, step: int = 1) -> tuple[Any, np.ndarray]:
+def _fresh_batch(ctx: Ctx, step: int = 1) -> tuple[Any, np.ndarray]:
     """Sample B x G completions from the current policy; GRPO advantages of their rewards."""
     t = ctx.cfg.training
     problems = ctx.task.train_problems(0, t.batch_size)
-    rollouts, _ = sample_stage(ctx, problems, step=step, chunk_size=None)
-    reward_N, _ = reward_stage(ctx.task, problems, rollouts.completion_text, t.group_size)
-    adv_T, _ = advantage_stage(ctx.cfg, rollouts, reward_N, sepa_lambda=0.0)
-    return rollouts, adv_T
+    rollouts = sample_stage(ctx.backend, ctx.cfg, problems, step=step, chunk_size=None).rollouts
+    rewarded = reward_stage(ctx.task, problems, rollouts.completion_text, t.group_size)
+    adv = advantage_stage(ctx.cfg, rollouts, rewarded.reward_N, sepa_lambda=0.0)
+    return rollouts, adv.adv_T
 
 
-def _step(ctx: RunContext, rollouts: Any, adv_T: np.ndarray, micro_batch_size: int = 0) -> dict[str, float]:
-    return train_step(ctx.model, ctx.optimizer, ctx.scheduler, rollouts, adv_T,
-                      cfg_training=ctx.cfg.training, cfg_optimizer=ctx.cfg.optimizer,
-                      micro_batch_size=micro_batch_size)
+def _step(ctx: Ctx, rollouts: Any, adv_T: np.ndarray, micro_batch_size: int = 0) -> dict[str, float]:
+    return ctx.backend.train_step(rollouts, adv_T, micro_batch_size=micro_batch_size)
 
 
-def _lora(ctx: RunContext) -> dict[str, torch.Tensor]:
+def _lora(ctx: Ctx) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in ctx.model.named_parameters() if p.requires_grad}
 
 
@@ -170,12 +193,12 @@ def test_loop_logs_a_skipped_step_and_keeps_the_adapter(base_config: Path, tiny_
     real = stages.advantage_stage
     calls = {"n": 0}
 
-    def nan_at_step_two(*args: Any, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        adv_T, m = real(*args, **kwargs)
+    def nan_at_step_two(*args: Any, **kwargs: Any) -> stages.Advantaged:
+        adv = real(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 2:
-            adv_T = np.full_like(adv_T, np.nan)
-        return adv_T, m
+            adv = dataclasses.replace(adv, adv_T=np.full_like(adv.adv_T, np.nan))
+        return adv
 
     monkeypatch.setattr(stages, "advantage_stage", nan_at_step_two)
     cfg = load_config(base_config, [*small_sets(), "training.save_every=1", "training.keep_checkpoints=5"])

@@ -11,9 +11,7 @@ import math
 
 import pytest
 
-from retrain.config.schema import DataConfig, ModelConfig, RetrainConfig
-from retrain.tasks import build_task
-from retrain.trainer.setup import (
+from retrain.backend.local.presets import (
     WARMUP_HELD_OUT,
     _data_key,
     demonstration_pairs,
@@ -21,6 +19,8 @@ from retrain.trainer.setup import (
     warmup_key,
     warmup_task,
 )
+from retrain.config.schema import DataConfig, ModelConfig, RetrainConfig
+from retrain.tasks import build_task
 
 WARMUP_PAIRS = 1500 * 64 // 8  # an eighth of the default warm-up (1500 steps x 64 pairs)
 

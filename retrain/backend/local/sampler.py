@@ -15,44 +15,14 @@ from __future__ import annotations
 
 import inspect
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
+from retrain.backend.base import Rollouts
 
-@dataclass
-class Rollouts:
-    """N = len(prompts) * n_per_prompt sequences; sequence i answers prompt i // n_per_prompt."""
-
-    prompt_ids: list[list[int]]  # per sequence, unpadded (special tokens included)
-    completion_ids: list[list[int]]  # per sequence; EOS included when produced
-    completion_text: list[str]  # decoded without special tokens
-    truncated: np.ndarray  # [N] bool: hit max_tokens without EOS
-    logprob_T: np.ndarray  # [T_total] float32, flat over all completion tokens
-    entropy_T: np.ndarray  # [T_total] float32, entropy of the distribution sampled from
-    offsets: np.ndarray  # [N + 1] int64: tokens of sequence i are [offsets[i], offsets[i+1])
-    token_spans: list[np.ndarray]  # per sequence [T_i, 2] int64 char span in completion_text
-    n_per_prompt: int
-    temperature: float
-    top_p: float
-    num_generated_tokens: int
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def num_sequences(self) -> int:
-        return len(self.completion_ids)
-
-    @property
-    def prompt_index(self) -> np.ndarray:
-        """[N] int64: which prompt each sequence answers."""
-        return np.arange(self.num_sequences, dtype=np.int64) // self.n_per_prompt
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """[N] int64 completion lengths in tokens."""
-        return np.diff(self.offsets)
+__all__ = ["Rollouts", "entropy_of", "positions_from_mask", "process_logits", "sample"]
 
 
 def process_logits(
@@ -109,7 +79,7 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _decode_chunk(
-    model: PreTrainedModel,
+    model: torch.nn.Module,
     prompts: list[list[int]],
     uniforms: np.ndarray,
     *,
@@ -203,7 +173,7 @@ def _cache_kwarg(model: torch.nn.Module) -> str:
 
 
 def sample(
-    model: PreTrainedModel,
+    model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     *,

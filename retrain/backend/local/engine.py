@@ -1,0 +1,85 @@
+"""`backend.name = "local"`: the torch engine in this process. It owns the base model with its
+LoRA adapter, the optimizer and LR schedule; it samples with the KV-cache decode loop
+(sampler.py), trains with the token-weighted policy loss (loss.py) and writes checkpoints and
+the final adapter (checkpoint.py).
+
+Data flow: trainer ─▶ Backend protocol (retrain/backend/base.py) ─▶ **LocalBackend** ─▶ torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from retrain.backend.base import Rollouts, SamplingParams
+from retrain.backend.local.checkpoint import (
+    clean_temp_dirs,
+    load_latest,
+    save_checkpoint,
+    save_final_adapter,
+)
+from retrain.backend.local.lora import apply_lora
+from retrain.backend.local.loss import train_step
+from retrain.backend.local.model import count_parameters, load_model_and_tokenizer
+from retrain.backend.local.optim import build_optimizer
+from retrain.backend.local.presets import (
+    quiet_libraries,
+    resolve_model_path,
+    seed_everything,
+    warmup_task,
+)
+from retrain.backend.local.sampler import sample
+from retrain.config.schema import RetrainConfig
+
+
+class LocalBackend:
+    """One run's model, adapter and optimizer, in this process."""
+
+    name = "local"
+
+    def __init__(self, cfg: RetrainConfig, run_dir: Path, *, progress: bool = True) -> None:
+        quiet_libraries()
+        if cfg.backend.threads > 0:
+            torch.set_num_threads(cfg.backend.threads)
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.model_path = resolve_model_path(cfg, warmup_task(cfg), progress=progress)
+        seed_everything(cfg.training.seed)  # LoRA init and dropout draw from torch's global RNG
+        base, self.tokenizer, self.device = load_model_and_tokenizer(
+            self.model_path, dtype=cfg.model.dtype, device=cfg.model.device,
+            local_files_only=cfg.model.local_files_only,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        self.model = apply_lora(base, cfg.lora)
+        self.params: dict[str, int] = count_parameters(self.model)
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg.optimizer,
+                                                         max_steps=cfg.training.max_steps)
+        clean_temp_dirs(self.run_dir)
+
+    def restore(self) -> dict[str, Any]:
+        return load_latest(self.run_dir, self.model, self.optimizer, self.scheduler)
+
+    def sample(self, prompts: Sequence[str], sampling: SamplingParams) -> Rollouts:
+        return sample(self.model, self.tokenizer, list(prompts), n_per_prompt=sampling.n_per_prompt,
+                      max_tokens=sampling.max_tokens, temperature=sampling.temperature,
+                      top_p=sampling.top_p, seed=sampling.seed, step=sampling.step,
+                      greedy=sampling.greedy, chunk_size=sampling.chunk_size, device=self.device)
+
+    def train_step(self, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int) -> dict[str, float]:
+        return train_step(self.model, self.optimizer, self.scheduler, rollouts, adv_T,
+                          cfg_training=self.cfg.training, cfg_optimizer=self.cfg.optimizer,
+                          micro_batch_size=micro_batch_size)
+
+    def save_checkpoint(self, step: int, trainer_state: dict[str, Any]) -> Path:
+        return save_checkpoint(self.run_dir, step, self.model, self.optimizer, self.scheduler,
+                               trainer_state=trainer_state, keep=self.cfg.training.keep_checkpoints)
+
+    def save_adapter(self) -> Path:
+        return save_final_adapter(self.run_dir, self.model, self.tokenizer)
+
+    def close(self) -> None:
+        return None  # the model is freed with this object; nothing runs in the background
