@@ -19,6 +19,7 @@ from retrain.algo.modes import (  # algorithm names are spelled there, once
     UNCERTAINTY_KINDS,
     transform_parts,
 )
+from retrain.backend.registry import BACKENDS
 
 DEFAULT_PLANNING_GRAMS = (
     "wait let me", "let me think", "on second thought", "let me check", "let me verify",
@@ -80,7 +81,7 @@ class LoraConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class BackendConfig:
-    name: str = _f("local", "training backend", choices=("local",))
+    name: str = _f("local", "training backend (retrain/backend/registry.py)", choices=tuple(BACKENDS))
     threads: int = _f(0, "torch intra-op threads for this run (0 = leave torch's default)", ge=0)
 
 

@@ -1,8 +1,8 @@
 """What a person watching the terminal sees: Rich progress bars, [train] lines, a live layout.
 
-Place in the data flow: a sink beside the files. Modes (seed 004):
+Place in the data flow: a sink beside the files. Modes (docs/logging.md, "Console"):
   progress  progress bar (steps, reward, eval accuracy, s/step, ETA) + [train] lines every
-            `log_every` steps, [eval]/[ckpt] lines (loss change, seed 002), samples at the end
+            `log_every` steps, [eval]/[ckpt] lines (loss change since start and checkpoint), samples at the end
   live      a `rich.live.Live` view redrawn in place: current run, latest metrics, recent lines
   silent    the progress bar only, on a terminal (nothing when output goes to a pipe or file)
   none      nothing (build_sinks adds no ConsoleSink at all)

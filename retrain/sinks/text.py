@@ -98,7 +98,7 @@ def one_line(text: str, limit: int) -> str:
 
 
 class LossTracker:
-    """Loss (and reward) at step 1, at the last checkpoint and now: seed 002's change lines."""
+    """Loss (and reward) at step 1, at the last checkpoint and now: the [ckpt] change lines (docs/logging.md)."""
 
     def __init__(self) -> None:
         self.first: tuple[int, float, float | None] | None = None  # step, loss, reward

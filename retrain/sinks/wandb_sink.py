@@ -1,4 +1,4 @@
-"""Weights & Biases: the same records as metrics.jsonl under seed 003's keys (optional extra).
+"""Weights & Biases: the same records as metrics.jsonl under the keys docs/logging.md lists (optional extra).
 
 Place in the data flow: a sink beside the files, added by `build_sinks` when
 `logging.wandb_project` is set. `wandb` is imported in `start`, so this module imports without

@@ -9,7 +9,6 @@ It returns a `RunResult`; bad input raises RetrainError before anything is writt
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +142,6 @@ def _one_step(ctx: RunContext, step: int) -> Metrics:
     sepa.update(step, correct_rate=rewarded.correct_rate, exec_var=adv.exec_var)
     m_bp = _bp_observe(bp, tokens=sampled.num_generated_tokens + trained.trained_tokens,
                        seconds=step_time, size=chunk if cfg.backpressure.mode == "concurrency" else batch_size)
-    m_train = trained.metrics
     metrics: Metrics = {
         "step": step, "condition": condition,
         "loss": trained.loss, "reported_loss": trained.loss, "loss_is_placeholder": False,
@@ -156,17 +154,14 @@ def _one_step(ctx: RunContext, step: int) -> Metrics:
         "batch_size": batch_size, "group_size": cfg.training.group_size,
         "uncertainty_kind": cfg.algorithm.uncertainty_kind,
         **sampled.metrics,
-        "advantage_time_s": adv.metrics["advantage_time_s"], "train_time_s": m_train["train_time_s"],
         "tokens_per_s": sampled.num_generated_tokens / max(step_time, 1e-9),
-        "grad_norm": m_train.get("grad_norm", math.nan),
-        "clip_frac": m_train.get("clip_frac", 0.0),
-        "kl": m_train.get("kl") if cfg.training.kl_beta > 0 else None,
-        "lr": m_train.get("lr", 0.0),
+        **trained.metrics,
+        "kl": trained.metrics["kl"] if cfg.training.kl_beta > 0 else None,
         "skipped_groups": adv.skipped_groups,
         "skipped_groups_total": state.skipped_groups_total + adv.skipped_groups,
         "skipped_step": trained.skipped,
         "chunk_size": chunk,
-        **{k: adv.metrics[k] for k in _ADV_KEYS if k in adv.metrics},
+        **adv.metrics,  # advantage_time_s, group counts, uncertainty statistics, transform stats
         **m_bp,
     }
     state.skipped_groups_total += adv.skipped_groups
@@ -178,12 +173,6 @@ def _one_step(ctx: RunContext, step: int) -> Metrics:
     return metrics
 
 
-_ADV_KEYS = (
-    "exec_entropy_mean", "exec_entropy_var", "plan_entropy_mean", "plan_entropy_var",
-    "exec_surprisal_mean", "exec_surprisal_var", "plan_surprisal_mean", "plan_surprisal_var",
-    "num_all_correct_groups", "num_all_wrong_groups", "num_informative_groups", "adv_abs_mean",
-    "planning_token_frac", "num_planning_tokens", "hicra_changed_frac",
-)
 
 
 def _check_divergence(cfg: RetrainConfig, state: TrainerState) -> None:

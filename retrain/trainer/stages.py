@@ -117,10 +117,19 @@ class Trained:
 def train_stage(backend: Backend, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int) -> Trained:
     t0 = time.perf_counter()
     stats = backend.train_step(rollouts, adv_T, micro_batch_size=micro_batch_size)
-    m: Metrics = dict(stats)
-    m["train_time_s"] = time.perf_counter() - t0
-    return Trained(float(stats["loss"]), bool(stats.get("skipped", 0.0)),
-                   int(stats.get("trained_tokens", 0.0)), m)
+    dt = time.perf_counter() - t0
+    trained_tokens = int(stats.get("trained_tokens", 0.0))
+    m: Metrics = {
+        "train_time_s": dt,
+        "grad_norm": stats.get("grad_norm", math.nan), "clip_frac": stats.get("clip_frac", 0.0),
+        "kl": stats.get("kl"), "lr": stats.get("lr", 0.0),
+        "rolled_back": bool(stats.get("rolled_back", 0.0)), "trained_tokens": trained_tokens,
+        "pg_loss": stats.get("pg_loss", math.nan), "policy_entropy": stats.get("entropy", math.nan),
+        "ratio_max_dev": stats.get("ratio_max_dev", math.nan),
+        "forward_backward_time_s": stats.get("forward_backward_s", math.nan),
+        "optimizer_time_s": stats.get("optimizer_s", math.nan),
+    }
+    return Trained(float(stats["loss"]), bool(stats.get("skipped", 0.0)), trained_tokens, m)
 
 
 def eval_stage(backend: Backend, cfg: RetrainConfig, task: Task, problems: Sequence[Problem]) -> dict[str, float]:

@@ -84,3 +84,12 @@ def test_cli_md_documents_every_command_and_option(path: tuple[str, ...], cmd: A
             for opt in param.opts:
                 if opt.startswith("--") and opt != "--help":
                     assert opt in where, f"docs/cli.md does not document {opt} of `{name}`"
+
+
+def test_logging_md_fields_table_is_current() -> None:
+    from retrain.sinks.contract import with_fields_md
+
+    text = (REPO / "docs" / "logging.md").read_text(encoding="utf-8")
+    assert text == with_fields_md(text), (
+        "docs/logging.md's metrics table differs from FIELDS in retrain/sinks/contract.py; "
+        "regenerate it (the command is under the table)")
