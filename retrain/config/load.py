@@ -386,11 +386,29 @@ def apply_dotted(raw: dict[str, Any], dotted: Mapping[str, Any]) -> dict[str, An
 
 def load_config(path: str | Path, sets: Iterable[str] = (), *, plugins: str = "import") -> RetrainConfig:
     """Load a single-run config file with `--set` overrides applied."""
-    raw = read_toml(path)
-    raw = apply_dotted(raw, parse_sets(sets))
+    overrides = parse_sets(sets)
+    raw = _without_switched_off_transforms(read_toml(path), overrides)
+    raw = apply_dotted(raw, overrides)
     raw = _strip_campaign_structure(raw)
     cfg, _ = build_config(raw, source=str(path), plugins=plugins)
     return cfg
+
+
+def _without_switched_off_transforms(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`--set algorithm.transform_mode=X` switches transforms off on purpose: the file's tables
+    of transforms X does not use are then dropped rather than refused as settings without
+    effect (a table set by --set itself is still refused)."""
+    from retrain.algo.modes import transform_parts
+    from retrain.config.schema import TRANSFORM_SECTIONS
+
+    mode = overrides.get("algorithm.transform_mode")
+    if not isinstance(mode, str):
+        return raw
+    try:
+        active = transform_parts(mode)
+    except ValueError:
+        return raw  # validation names the bad mode
+    return {k: v for k, v in raw.items() if k not in TRANSFORM_SECTIONS or k in active}
 
 
 CAMPAIGN_STRUCTURE_KEYS = ("conditions", "grid", "zip", "exclude", "include")

@@ -223,3 +223,13 @@ def test_huge_float_is_not_an_integer() -> None:
         build_config({"training": {"max_steps": 1e100}})
     with pytest.raises(ConfigError, match="training.max_steps: must be a 64-bit integer"):
         build_config({"training": {"max_steps": 10**23}})
+
+
+def test_set_transform_mode_none_on_a_file_with_transform_tables() -> None:
+    # getting-started's example: the shipped single.toml has [gtpo] and [sepa]; the override
+    # switches them off on purpose, so they are dropped instead of refused.
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config(repo / "configs" / "single.toml", ["algorithm.transform_mode=none"])
+    assert cfg.algorithm.transform_mode == "none" and cfg.transforms == frozenset()
+    with pytest.raises(ConfigError, match=r"sepa.steps: \[sepa\] settings are only used"):
+        load_config(repo / "configs" / "single.toml", ["algorithm.transform_mode=none", "sepa.steps=3"])
