@@ -313,7 +313,11 @@ def build_config(raw: Mapping[str, Any], *, source: str | None = None, strict_se
     problem. `plugins`: how user code is checked (see plugin_problems)."""
     built, problems, explicit = parse_sections(raw, prefix=prefix)
     cfg = RetrainConfig(**built)
-    problems += cross_field_problems(cfg, explicit, strict_sections=strict_sections, prefix=prefix)
+    # With a bad transform_mode the check of unused transform tables would judge them against
+    # the default mode: a second, wrong message
+    bad_mode = any(q.startswith(f"{prefix}algorithm.transform_mode:") for q in problems)
+    problems += cross_field_problems(cfg, explicit, strict_sections=strict_sections and not bad_mode,
+                                     prefix=prefix)
     if plugins != "skip" and not problems:
         problems += plugin_problems(cfg, prefix=prefix, plugins=plugins)
     if problems:

@@ -233,3 +233,10 @@ def test_set_transform_mode_none_on_a_file_with_transform_tables() -> None:
     assert cfg.algorithm.transform_mode == "none" and cfg.transforms == frozenset()
     with pytest.raises(ConfigError, match=r"sepa.steps: \[sepa\] settings are only used"):
         load_config(repo / "configs" / "single.toml", ["algorithm.transform_mode=none", "sepa.steps=3"])
+
+
+def test_bad_transform_mode_is_one_problem_not_two() -> None:
+    # Regression: a misspelt mode also reported [sepa] as unused "with transform_mode = 'none'".
+    with pytest.raises(ConfigError) as err:
+        build_config({"algorithm": {"transform_mode": "gtpo_hicra_sepa"}, "sepa": {"steps": 4}})
+    assert len(err.value.problems) == 1 and "did you mean" in err.value.problems[0]
