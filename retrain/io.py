@@ -116,7 +116,9 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return list(iter_jsonl(path))
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+def iter_jsonl(path: str | Path, *, on_skip: Callable[[], None] | None = None) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file, in order; a line that is not one (torn by a kill
+    mid-write, damaged) is skipped, and `on_skip` is called for each such line."""
     p = Path(path)
     if not p.exists():
         return
@@ -128,9 +130,11 @@ def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError:
-                continue  # torn line from a kill mid-write
+                obj = None
             if isinstance(obj, dict):
                 yield obj
+            elif on_skip is not None:
+                on_skip()
 
 
 def last_jsonl(path: str | Path, *, accept: Callable[[dict[str, Any]], bool] | None = None,

@@ -12,7 +12,6 @@ then checked against its heartbeat (`live_status`): running, stale, dead or not 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrain.analysis.liveness import FINAL_STATUSES, HEARTBEAT_FILE, live_status, stale_after
 from retrain.errors import RetrainError
-from retrain.io import read_json_object
+from retrain.io import iter_jsonl, read_json_object
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,24 +135,17 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """
     by_step: dict[int, dict[str, Any]] = {}
     skipped = 0
-    try:
-        fh = open(path, encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    with fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                row = None
-            step = row.get("step") if isinstance(row, dict) else None
-            if isinstance(step, bool) or not isinstance(step, int):
-                skipped += 1
-                continue
-            by_step.setdefault(step, {}).update(row)  # type: ignore[union-attr]
+
+    def count() -> None:
+        nonlocal skipped
+        skipped += 1
+
+    for row in iter_jsonl(path, on_skip=count):
+        step = row.get("step")
+        if isinstance(step, bool) or not isinstance(step, int):
+            count()
+            continue
+        by_step.setdefault(step, {}).update(row)
     if skipped:
         _warn_skipped(path, skipped)
     return [by_step[s] for s in sorted(by_step)]

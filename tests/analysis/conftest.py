@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import typer
 
 from .fakes import BASE_FINALS, FakeRun, done_runs, write_campaign
 
@@ -23,3 +25,16 @@ def running_campaign(tmp_path: Path) -> Path:
         FakeRun("maxrl+gtpo", 202, 0.8, status="pending", steps_logged=0),
     ]
     return write_campaign(tmp_path / "live", runs, status="running")
+
+
+def command_app(*groups: ModuleType) -> typer.Typer:
+    """A Typer app with only these command modules, so a test does not depend on the others."""
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """test root"""
+
+    for group in groups:
+        group.register(app)
+    return app

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from retrain.cli import analyze_cmd
 
+from .conftest import command_app
 from .test_plots import png_size
 
 runner = CliRunner()
@@ -24,15 +25,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    # Only this module's commands: the test does not depend on other command groups importing.
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """test root"""
-
-    analyze_cmd.register(app)
-    return app
+    return command_app(analyze_cmd)
 
 
 def invoke(app: typer.Typer, *args: str) -> tuple[int, str, str]:

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from retrain.analysis import load_campaign, load_run
 from retrain.cli import analyze_cmd, campaign_cmd
 
+from .conftest import command_app
 from .fakes import FakeRun, write_campaign, write_run
 
 runner = CliRunner()
@@ -31,15 +32,7 @@ DAYS_AGO = time.time() - 3 * 86400
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """test root"""
-
-    analyze_cmd.register(app)
-    campaign_cmd.register(app)
-    return app
+    return command_app(analyze_cmd, campaign_cmd)
 
 
 def _dead_pid() -> int:

@@ -22,6 +22,7 @@ from retrain.analysis import campaign_status_table, comparison_rows, render_comp
 from retrain.analysis.compare import _display
 from retrain.cli import analyze_cmd, campaign_cmd
 
+from .conftest import command_app
 from .fakes import FakeRun, write_campaign
 
 runner = CliRunner()
@@ -39,15 +40,7 @@ def wide_campaign(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """test root"""
-
-    analyze_cmd.register(app)
-    campaign_cmd.register(app)
-    return app
+    return command_app(analyze_cmd, campaign_cmd)
 
 
 def _terminal(width: int = 80) -> Console:

@@ -26,6 +26,7 @@ from retrain.campaign.manifest import Manifest
 from retrain.campaign.report import write_comparison
 from retrain.cli import analyze_cmd
 
+from .conftest import command_app
 from .fakes import FakeRun, done_runs, write_campaign, write_run
 
 runner = CliRunner()
@@ -33,14 +34,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """test root"""
-
-    analyze_cmd.register(app)
-    return app
+    return command_app(analyze_cmd)
 
 
 def _piped_lines(args: list[str], *, wanted: int, timeout: float = 60.0) -> list[str]:
