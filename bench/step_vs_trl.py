@@ -86,10 +86,10 @@ def bench_trl(model_path: str, steps: int) -> list[float]:
 
 def bench_retrain(model_path: str, steps: int) -> tuple[list[float], dict[str, list[float]]]:
     from retrain.backend.local.lora import apply_lora
-    from retrain.backend.local.loss import train_step
     from retrain.backend.local.model import load_model_and_tokenizer
     from retrain.backend.local.optim import build_optimizer
     from retrain.backend.local.sampler import sample
+    from retrain.backend.local.step import train_step
 
     task = build_task(DataConfig(), 0)
     base, tok, device = load_model_and_tokenizer(model_path, dtype="float32", device="cpu",

@@ -20,9 +20,9 @@ from retrain.backend.local.checkpoint import (
     save_checkpoint,
     save_final_adapter,
 )
-from retrain.backend.local.loss import train_step
 from retrain.backend.local.optim import build_optimizer
 from retrain.backend.local.sampler import sample
+from retrain.backend.local.step import train_step
 from retrain.config.schema import OptimizerConfig, TrainingConfig
 from retrain.errors import ResumeError
 from tests.backend.conftest import PROMPTS

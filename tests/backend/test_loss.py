@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from retrain.backend.local.logprobs import build_batch, completion_logprobs
-from retrain.backend.local.loss import forward_backward, policy_loss, token_weights, train_step
 from retrain.backend.local.optim import build_optimizer, build_scheduler
 from retrain.backend.local.sampler import sample
+from retrain.backend.local.step import forward_backward, policy_loss, token_weights, train_step
 from retrain.config.schema import OptimizerConfig, TrainingConfig
 from tests.backend.conftest import PROMPTS
 

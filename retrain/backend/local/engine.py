@@ -1,6 +1,6 @@
 """`backend.name = "local"`: the torch engine in this process. It owns the base model with its
 LoRA adapter, the optimizer and LR schedule; it samples with the KV-cache decode loop
-(sampler.py), trains with the token-weighted policy loss (loss.py) and writes checkpoints and
+(sampler.py), trains with the token-weighted policy loss (step.py) and writes checkpoints and
 the final adapter (checkpoint.py).
 
 Data flow: trainer ─▶ Backend protocol (retrain/backend/base.py) ─▶ **LocalBackend** ─▶ torch.
@@ -23,7 +23,6 @@ from retrain.backend.local.checkpoint import (
     save_final_adapter,
 )
 from retrain.backend.local.lora import apply_lora
-from retrain.backend.local.loss import train_step
 from retrain.backend.local.model import count_parameters, load_model_and_tokenizer
 from retrain.backend.local.optim import build_optimizer
 from retrain.backend.local.presets import (
@@ -33,6 +32,7 @@ from retrain.backend.local.presets import (
     warmup_task,
 )
 from retrain.backend.local.sampler import sample
+from retrain.backend.local.step import train_step
 from retrain.config.schema import RetrainConfig
 
 

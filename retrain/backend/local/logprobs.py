@@ -1,6 +1,6 @@
 """The training forward: log-probs of sampled tokens under the distribution they were sampled from.
 
-Data flow: Rollouts ─▶ **build_batch / completion_logprobs** ─▶ policy_loss (loss.py).
+Data flow: Rollouts ─▶ **build_batch / completion_logprobs** ─▶ policy_loss (step.py).
 
 The sampler draws from softmax(logits / T) restricted to the top-p nucleus. This forward applies
 the same temperature and nucleus (`sampler.process_logits`), so on-policy the importance ratio

@@ -1,6 +1,7 @@
-"""Token-level policy-gradient loss with optional PPO clipping and a k3 KL penalty.
+"""The optimizer step of the local backend: token-level policy-gradient loss with optional PPO
+clipping and a k3 KL penalty, micro-batched backward, clipping, AdamW, rollback.
 
-Data flow: completion_logprobs ─▶ **policy_loss** ─▶ backward (step.py).
+Data flow: rollouts + adv_T ─▶ completion_logprobs ─▶ **policy_loss** ─▶ backward ─▶ **train_step**.
 
 Per token t of sequence i, with r_t = exp(logp_new - logp_old) and advantage A_t:
 
