@@ -1,8 +1,8 @@
 """heartbeat.json: proof of life of a running run, for `retrain status`.
 
 Place in the data flow: a sink like the others; it rewrites one small file in the run dir at
-`start` and after every step, eval and checkpoint, and once more at `finish` with the run's
-final status. A reader compares the time in it with the clock, and the pid with the processes
+`start`, after steps, evals and checkpoints (at most once a second), and once more at `finish`
+with the run's final status. A reader compares the time in it with the clock, and the pid with the processes
 of its own host, to tell `running` from `stale` (no heartbeat for too long) and `dead` (the
 writing process is gone), see `retrain.analysis.loading.live_status`.
 
@@ -28,6 +28,9 @@ from retrain.io import atomic_write_json
 from retrain.sinks.base import NullSink, RunInfo
 
 HEARTBEAT_FILE = "heartbeat.json"
+# A running run rewrites the file at most this often: an atomic write costs an fsync, a
+# sizeable share of a tiny model's step, while `stale` needs minutes of silence.
+MIN_INTERVAL_S = 1.0
 
 
 def heartbeat_record(*, step: int, max_steps: int, status: str, now: float | None = None) -> dict[str, Any]:
@@ -45,11 +48,12 @@ class HeartbeatSink(NullSink):
         self.path: Path | None = None
         self.step = 0
         self.max_steps = 0
+        self._last = -float("inf")  # time.monotonic() of the last write
 
     def start(self, info: RunInfo) -> None:
         self.path = info.run_dir / HEARTBEAT_FILE
         self.step, self.max_steps = info.start_step, info.max_steps
-        self._beat("running")
+        self._beat("running", force=True)
 
     def log_step(self, metrics: Mapping[str, Any]) -> None:
         step = metrics.get("step")
@@ -65,9 +69,12 @@ class HeartbeatSink(NullSink):
 
     def finish(self, summary: Mapping[str, Any]) -> None:
         status = summary.get("status")
-        self._beat(status if isinstance(status, str) else "finished")
+        self._beat(status if isinstance(status, str) else "finished", force=True)
 
-    def _beat(self, status: str) -> None:
-        if self.path is not None:
-            atomic_write_json(self.path, heartbeat_record(step=self.step, max_steps=self.max_steps,
-                                                          status=status))
+    def _beat(self, status: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.path is None or (not force and now - self._last < MIN_INTERVAL_S):
+            return
+        self._last = now
+        atomic_write_json(self.path, heartbeat_record(step=self.step, max_steps=self.max_steps,
+                                                      status=status))
