@@ -294,6 +294,9 @@ def plugin_problems(cfg: RetrainConfig, *, prefix: str = "", plugins: str = "imp
     from retrain.sinks import check_logging_config
 
     p.extend(prefix + m for m in check_logging_config(cfg.logging))
+    from retrain.backend.registry import backend_problems
+
+    p.extend(prefix + m for m in backend_problems(cfg))
     if cfg.campaign.executor == "ray":
         from importlib.util import find_spec  # not `import ray`: plan and load stay fast
         if find_spec("ray") is None:

@@ -83,6 +83,11 @@ class LoraConfig:
 class BackendConfig:
     name: str = _f("local", "training backend (retrain/backend/registry.py)", choices=tuple(BACKENDS))
     threads: int = _f(0, "torch intra-op threads for this run (0 = leave torch's default)", ge=0)
+    is_cap: float = _f(2.0, "vllm: cap C of the truncated importance weight min(pi_train / pi_engine, C) on each token's policy-gradient term (docs/algorithms.md)", ge=1)
+    max_model_len: int = _f(0, "vllm: longest prompt + completion in tokens (0 = the model's own limit)", ge=0)
+    enforce_eager: bool = _f(True, "vllm: run without CUDA graphs / compilation (faster start-up; on CPU always)")
+    gpu_memory_utilization: float = _f(0.5, "vllm on a GPU: share of GPU memory the engine may take", gt=0, le=1)
+    kv_cache_space_gb: float = _f(1.0, "vllm on CPU: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE)", gt=0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -106,6 +106,9 @@ def advantage_stage(cfg: RetrainConfig, rollouts: Rollouts, reward_N: np.ndarray
     return Advantaged(adv_T, math.nan if exec_var is None else float(exec_var), skipped, out)
 
 
+OFF_POLICY_KEYS = ("logprob_diff_mean", "logprob_diff_max", "is_weight_mean", "is_truncated_frac")
+
+
 @dataclass(frozen=True)
 class Trained:
     loss: float
@@ -128,6 +131,8 @@ def train_stage(backend: Backend, rollouts: Rollouts, adv_T: np.ndarray, *, micr
         "ratio_max_dev": stats.get("ratio_max_dev", math.nan),
         "forward_backward_time_s": stats.get("forward_backward_s", math.nan),
         "optimizer_time_s": stats.get("optimizer_s", math.nan),
+        # a sampler other than the trained model (vllm): its mismatch and the correction
+        **{k: stats[k] for k in OFF_POLICY_KEYS if k in stats},
     }
     return Trained(float(stats["loss"]), bool(stats.get("skipped", 0.0)), trained_tokens, m)
 

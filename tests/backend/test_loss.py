@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -154,3 +155,22 @@ def test_lr_schedule_resumes_exactly() -> None:
     sched2 = build_scheduler(opt2, cfg, 10)
     sched2.load_state_dict(state)
     assert sched2.get_last_lr() == sched.get_last_lr() == [_lrs(cfg, 10, 6)[5]]
+
+
+def test_truncated_importance_weights_by_hand() -> None:
+    # trainer probs 0.5, 0.2; sampler probs 0.25, 0.4: pi_train / pi_sampler = 2, 0.5; cap 1.5
+    new = torch.log(torch.tensor([0.5, 0.2], dtype=torch.float64)).requires_grad_()
+    old = torch.log(torch.tensor([0.25, 0.4], dtype=torch.float64))
+    adv = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    w = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    parts = policy_loss(new, old, adv, w, is_cap=1.5)
+    # weights min(2, 1.5) = 1.5 and 0.5; the ratio to the trainer's own log-probs is 1
+    assert float(parts.loss.detach()) == pytest.approx(0.5 * -1.5 + 0.5 * 0.5)
+    parts.loss.backward()
+    assert new.grad is not None
+    assert new.grad.tolist() == pytest.approx([0.5 * -1.0 * 1.5, 0.5 * 1.0 * 0.5])
+    assert parts.is_weight_sum == pytest.approx(2.0) and parts.is_truncated == 1
+    assert parts.lp_diff_sum == pytest.approx(2 * math.log(2)) and parts.lp_diff_max == pytest.approx(math.log(2))
+    # without is_cap the sampler's log-probs are the PPO "old" ones: ratio 2 and 0.5, no cap
+    plain = policy_loss(new.detach(), old, adv, w)
+    assert float(plain.loss) == pytest.approx(0.5 * -2.0 + 0.5 * 0.5)

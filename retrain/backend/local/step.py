@@ -72,6 +72,10 @@ class LossParts:
     kl_sum: float  # sum_t k3_t (unweighted; divide by token count for the mean)
     clipped: int  # tokens whose clipped term was the active one
     ratio_max_dev: float  # max_t |r_t - 1|
+    is_weight_sum: float = 0.0  # sum_t of the truncated importance weights (is_cap only)
+    is_truncated: int = 0  # tokens whose weight hit the cap
+    lp_diff_sum: float = 0.0  # sum_t |logp_train - logp_sampler|
+    lp_diff_max: float = 0.0
 
 
 def policy_loss(
@@ -84,8 +88,20 @@ def policy_loss(
     clip_eps_high: float | None = None,
     kl_beta: float = 0.0,
     ref_logprob_T: torch.Tensor | None = None,
+    is_cap: float | None = None,
 ) -> LossParts:
-    """Weighted token-level policy-gradient loss; all inputs are flat [T] over the same tokens."""
+    """Weighted token-level policy-gradient loss; all inputs are flat [T] over the same tokens.
+
+    `is_cap` (a sampler other than the trained model, e.g. vLLM): `old_logprob_T` are the
+    sampler's log-probs; the ratio is taken to the trainer's own log-probs at this step (value 1,
+    the gradient of log pi), and each token's term is weighted by the truncated importance
+    weight min(pi_train / pi_sampler, is_cap), detached (truncated importance sampling)."""
+    is_w: torch.Tensor | None = None
+    if is_cap is not None:
+        with torch.no_grad():
+            lp_diff = new_logprob_T - old_logprob_T  # [T]
+            is_w = torch.clamp(torch.exp(lp_diff), max=is_cap)  # [T]
+        old_logprob_T = new_logprob_T.detach()
     log_ratio = new_logprob_T - old_logprob_T  # [T]
     ratio = torch.exp(log_ratio)  # [T]
     pg = -adv_T * ratio  # [T]
@@ -95,6 +111,8 @@ def policy_loss(
         pg_clipped = -adv_T * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high)  # [T]
         clipped = pg_clipped > pg
         pg = torch.maximum(pg, pg_clipped)
+    if is_w is not None:
+        pg = pg * is_w
     total = (weight_T * pg).sum()
     kl_sum = 0.0
     if kl_beta > 0.0:
@@ -107,8 +125,15 @@ def policy_loss(
     with torch.no_grad():
         pg_val = float((weight_T * pg).sum())
         dev = float((ratio - 1.0).abs().max()) if ratio.numel() else 0.0
-    return LossParts(loss=total, pg_loss=pg_val, kl_sum=kl_sum, clipped=int(clipped.sum()),
-                     ratio_max_dev=dev)
+    parts = LossParts(loss=total, pg_loss=pg_val, kl_sum=kl_sum, clipped=int(clipped.sum()),
+                      ratio_max_dev=dev)
+    if is_w is not None and is_cap is not None:
+        diff = lp_diff.abs()
+        parts.is_weight_sum = float(is_w.sum())
+        parts.is_truncated = int((is_w >= is_cap).sum())
+        parts.lp_diff_sum = float(diff.sum())
+        parts.lp_diff_max = float(diff.max()) if diff.numel() else 0.0
+    return parts
 
 # --- one optimizer step ---------------------------------------------------------------
 
@@ -130,6 +155,7 @@ def forward_backward(
     *,
     cfg_training: TrainingConfig,
     micro_batch_size: int,
+    is_cap: float | None = None,
 ) -> dict[str, float]:
     """Accumulate gradients of the full-batch loss into .grad; returns loss statistics."""
     device = next(model.parameters()).device
@@ -137,7 +163,8 @@ def forward_backward(
     n_tokens = int(rollouts.offsets[-1])
     use_kl = cfg_training.kl_beta > 0.0
     sums = {"loss": 0.0, "pg_loss": 0.0, "kl_sum": 0.0, "clipped": 0.0, "ratio_max_dev": 0.0,
-            "entropy_sum": 0.0}
+            "entropy_sum": 0.0, "is_weight_sum": 0.0, "is_truncated": 0.0, "lp_diff_sum": 0.0,
+            "lp_diff_max": 0.0}
     for seqs in _micro_batches(rollouts.num_sequences, micro_batch_size):
         if int(rollouts.offsets[seqs[-1] + 1] - rollouts.offsets[seqs[0]]) == 0:
             continue  # no completion tokens in this chunk
@@ -155,7 +182,7 @@ def forward_backward(
         parts = policy_loss(
             new_lp, old_lp, adv, w,
             clip_eps=cfg_training.clip_eps, clip_eps_high=cfg_training.clip_eps_high,
-            kl_beta=cfg_training.kl_beta, ref_logprob_T=ref_lp)
+            kl_beta=cfg_training.kl_beta, ref_logprob_T=ref_lp, is_cap=is_cap)
         parts.loss.backward()
         sums["loss"] += float(parts.loss.detach())
         sums["pg_loss"] += parts.pg_loss
@@ -163,10 +190,20 @@ def forward_backward(
         sums["clipped"] += parts.clipped
         sums["ratio_max_dev"] = max(sums["ratio_max_dev"], parts.ratio_max_dev)
         sums["entropy_sum"] += float(ent.sum()) if ent is not None else 0.0
+        sums["is_weight_sum"] += parts.is_weight_sum
+        sums["is_truncated"] += parts.is_truncated
+        sums["lp_diff_sum"] += parts.lp_diff_sum
+        sums["lp_diff_max"] = max(sums["lp_diff_max"], parts.lp_diff_max)
     denom = max(n_tokens, 1)
-    return {"loss": sums["loss"], "pg_loss": sums["pg_loss"], "kl": sums["kl_sum"] / denom,
-            "clip_frac": sums["clipped"] / denom, "ratio_max_dev": sums["ratio_max_dev"],
-            "entropy": sums["entropy_sum"] / denom, "trained_tokens": float(n_tokens)}
+    out = {"loss": sums["loss"], "pg_loss": sums["pg_loss"], "kl": sums["kl_sum"] / denom,
+           "clip_frac": sums["clipped"] / denom, "ratio_max_dev": sums["ratio_max_dev"],
+           "entropy": sums["entropy_sum"] / denom, "trained_tokens": float(n_tokens)}
+    if is_cap is not None:
+        out.update({"is_weight_mean": sums["is_weight_sum"] / denom,
+                    "is_truncated_frac": sums["is_truncated"] / denom,
+                    "logprob_diff_mean": sums["lp_diff_sum"] / denom,
+                    "logprob_diff_max": sums["lp_diff_max"]})
+    return out
 
 
 def train_step(
@@ -179,6 +216,7 @@ def train_step(
     cfg_training: TrainingConfig,
     cfg_optimizer: OptimizerConfig,
     micro_batch_size: int,
+    is_cap: float | None = None,
 ) -> dict[str, float]:
     """Forward/backward over micro-batches, clip, AdamW step, LR schedule step.
 
@@ -195,7 +233,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
     stats = forward_backward(model, rollouts, adv_T, cfg_training=cfg_training,
-                             micro_batch_size=micro_batch_size)
+                             micro_batch_size=micro_batch_size, is_cap=is_cap)
     t1 = time.perf_counter()
     grads = [p.grad for p in params if p.grad is not None]
     grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
