@@ -157,6 +157,11 @@ executor = "inprocess"
     assert all(k in rows[1] for k in OFF_POLICY_KEYS)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     PeftModel.from_pretrained(base, vllm_run / "adapter")  # the adapter loads with peft
+    # the campaign's vllm run used the engine the fixture's backend had started (same settings):
+    # start-up (30-40 s) is paid once per process
+    from retrain.backend.vllm import engine
+
+    assert len(engine._ENGINES) == 1
 
 
 def test_resume_of_a_vllm_run_continues_exactly(model_dir: Path, tmp_path: Path) -> None:
@@ -170,8 +175,11 @@ def test_resume_of_a_vllm_run_continues_exactly(model_dir: Path, tmp_path: Path)
                            "training": {"max_steps": 4, "save_every": 2, "batch_size": 4,
                                         "group_size": 4, "max_tokens": 6},
                            "eval": {"size": 8, "every": 0}})
+    from retrain.backend.vllm.engine import shutdown_engines
+
     a = tmp_path / "a"
     assert train_run(cfg, a, console_mode="none").status == "done"
+    shutdown_engines()  # the resumed run starts a fresh engine, as after a kill
     b = tmp_path / "b"  # a run killed after its step-2 checkpoint: what a resume finds
     shutil.copytree(a, b)
     shutil.rmtree(b / "checkpoints" / "step_000004")
@@ -186,3 +194,4 @@ def test_resume_of_a_vllm_run_continues_exactly(model_dir: Path, tmp_path: Path)
 
     assert [r["step"] for r in rows(b)] == [0, 1, 2, 3, 4]  # each step once
     assert rows(b) == rows(a)  # vLLM sampled the same tokens after the restart (measured here)
+

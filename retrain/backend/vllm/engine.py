@@ -7,6 +7,9 @@ Data flow: trainer ─▶ Backend protocol ─▶ **VllmBackend.sample**: adapte
 forward of the trained model for entropies and the trainer's log-probs ─▶ train_step with
 truncated importance sampling (`backend.is_cap`, docs/algorithms.md).
 
+The engine is started once per process and shared by the runs that need the same engine
+settings (`shared_engine`); each run serves its own adapter under an id unique in the process.
+
 Randomness: each sequence is its own request whose seed is drawn from (seed, step, i), so a
 sequence does not depend on the others in its batch; whether vLLM itself is bit-reproducible
 across runs depends on its kernels (docs/backend.md states what was measured).
@@ -14,6 +17,9 @@ across runs depends on its kernels (docs/backend.md states what was measured).
 
 from __future__ import annotations
 
+import atexit
+import itertools
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -61,18 +67,19 @@ class VllmBackend(LocalBackend):
             raise MissingExtraError("vllm", "vllm", "backend.name = 'vllm'") from exc
         b = cfg.backend
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{b.kv_cache_space_gb:g}")
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {
+            "model": self.model_path, "tokenizer": self.model_path, "dtype": cfg.model.dtype,
+            "enable_lora": True, "max_loras": 1,
+            "max_lora_rank": next(r for r in _VLLM_LORA_RANKS if r >= cfg.lora.rank),
+            "enforce_eager": b.enforce_eager, "logprobs_mode": "processed_logprobs",
+            "trust_remote_code": cfg.model.trust_remote_code}
         if b.max_model_len > 0:
             kwargs["max_model_len"] = b.max_model_len
         if self.device.type == "cuda":
             kwargs["gpu_memory_utilization"] = b.gpu_memory_utilization
-        self.llm = LLM(
-            model=self.model_path, tokenizer=self.model_path, dtype=cfg.model.dtype,
-            seed=cfg.training.seed, enable_lora=True, max_loras=1,
-            max_lora_rank=next(r for r in _VLLM_LORA_RANKS if r >= cfg.lora.rank),
-            enforce_eager=b.enforce_eager, logprobs_mode="processed_logprobs",
-            trust_remote_code=cfg.model.trust_remote_code, **kwargs)
-        self._version = 0  # adapter versions served so far
+        self.llm = shared_engine(LLM, kwargs)
+        self._version = 0  # adapter versions this run served
+        self._lora_id = 0  # the engine-wide id of the current version
         self._synced_to = -1  # the train-step count the engine's adapter reflects
         self._steps = 0
 
@@ -85,9 +92,10 @@ class VllmBackend(LocalBackend):
             root = self.run_dir / ADAPTER_DIR
             shutil.rmtree(root, ignore_errors=True)
             self._version += 1
+            self._lora_id = next(_LORA_IDS)
             self.model.save_pretrained(str(root / f"v{self._version}"), safe_serialization=True)
             self._synced_to = self._steps
-        return LoRARequest(f"v{self._version}", self._version,
+        return LoRARequest(f"{self.run_dir.name}-v{self._version}", self._lora_id,
                            str(self.run_dir / ADAPTER_DIR / f"v{self._version}"))
 
     # --- protocol ----------------------------------------------------------------------------
@@ -150,11 +158,35 @@ class VllmBackend(LocalBackend):
         return stats
 
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
-        if llm is not None:
-            engine = getattr(llm, "llm_engine", None)
-            shutdown = getattr(engine, "shutdown", None)
-            if callable(shutdown):
-                shutdown()
-            self.llm = None
+        # the engine stays up for the next run of this process (shared_engine); only this
+        # run's adapter files go
+        self.llm = None
         shutil.rmtree(self.run_dir / ADAPTER_DIR, ignore_errors=True)
+
+
+# --- one engine per process and engine settings ------------------------------------------------
+
+# Engine start-up costs 30-40 s on 2 cores: the runs of one process (a campaign's in-process
+# executor, a pool worker) share an engine per set of engine arguments; LoRA ids are unique per
+# process so that one run's adapter never answers for another's.
+_ENGINES: dict[str, Any] = {}
+_LORA_IDS = itertools.count(1)
+
+
+def shared_engine(make: Any, kwargs: dict[str, Any]) -> Any:
+    """The engine built with `kwargs` in this process, started on first use."""
+    key = json.dumps(kwargs, sort_keys=True, default=str)
+    if key not in _ENGINES:
+        if not _ENGINES:
+            atexit.register(shutdown_engines)
+        _ENGINES[key] = make(**kwargs)
+    return _ENGINES[key]
+
+
+def shutdown_engines() -> None:
+    """Stop every engine of this process (its worker processes with it)."""
+    while _ENGINES:
+        _, llm = _ENGINES.popitem()
+        shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+        if callable(shutdown):
+            shutdown()
