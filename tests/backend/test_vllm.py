@@ -195,3 +195,42 @@ def test_resume_of_a_vllm_run_continues_exactly(model_dir: Path, tmp_path: Path)
     assert [r["step"] for r in rows(b)] == [0, 1, 2, 3, 4]  # each step once
     assert rows(b) == rows(a)  # vLLM sampled the same tokens after the restart (measured here)
 
+
+
+def test_vllm_runs_in_a_pool_worker(model_dir: Path, tmp_path: Path) -> None:
+    # Pool workers are daemonic and may not start processes: the engine then runs in-process.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    toml = tmp_path / "pool.toml"
+    toml.write_text(f"""
+[model]
+name = "{model_dir}"
+local_files_only = true
+[backend]
+name = "vllm"
+threads = 1
+[training]
+max_steps = 2
+batch_size = 4
+group_size = 4
+max_tokens = 6
+[eval]
+size = 8
+every = 0
+[campaign]
+seeds = [1]
+executor = "pool"
+max_workers = 1
+[[campaign.conditions]]
+advantage_mode = "grpo"
+""")
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "retrain", "campaign", "run", str(toml), "--out", str(out),
+                          "--no-console-output"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [r["status"] for r in manifest["runs"].values()] == ["done"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Sequence
@@ -77,6 +78,11 @@ class VllmBackend(LocalBackend):
             kwargs["max_model_len"] = b.max_model_len
         if self.device.type == "cuda":
             kwargs["gpu_memory_utilization"] = b.gpu_memory_utilization
+        if multiprocessing.current_process().daemon:
+            # a campaign's pool worker is daemonic and may not start processes: run the engine
+            # core and its worker in this process
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            kwargs["distributed_executor_backend"] = "uni"
         self.llm = shared_engine(LLM, kwargs)
         self._version = 0  # adapter versions this run served
         self._lora_id = 0  # the engine-wide id of the current version
