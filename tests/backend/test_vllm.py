@@ -57,6 +57,30 @@ def backend(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     b.close()
 
 
+def _campaign_toml(path: Path, model_dir: Path, *, backend: str, campaign: str) -> Path:
+    """A 1-seed, 2-step campaign on the module's model; `backend` and `campaign` add lines."""
+    path.write_text(f"""
+[model]
+name = "{model_dir}"
+local_files_only = true
+[backend]
+threads = 1
+{backend}
+[training]
+max_steps = 2
+batch_size = 4
+group_size = 4
+max_tokens = 6
+[eval]
+size = 8
+every = 0
+[campaign]
+seeds = [1]
+{campaign}
+""")
+    return path
+
+
 def _sampling(step: int) -> SamplingParams:
     return SamplingParams(n_per_prompt=3, max_tokens=8, temperature=1.0, top_p=1.0, seed=3, step=step)
 
@@ -115,29 +139,8 @@ def test_a_campaign_over_both_backends_writes_the_same_record(model_dir: Path, t
     from retrain.cli.app import app
     from retrain.trainer.stages import OFF_POLICY_KEYS
 
-    toml = tmp_path / "both.toml"
-    toml.write_text(f"""
-[model]
-name = "{model_dir}"
-local_files_only = true
-[backend]
-threads = 1
-[training]
-max_steps = 2
-batch_size = 4
-group_size = 4
-max_tokens = 6
-[eval]
-size = 8
-every = 0
-[squeeze]
-enabled = false
-[campaign]
-seeds = [1]
-executor = "inprocess"
-[campaign.grid]
-"backend.name" = ["local", "vllm"]
-""")
+    toml = _campaign_toml(tmp_path / "both.toml", model_dir, backend="",
+                          campaign='executor = "inprocess"\n[campaign.grid]\n"backend.name" = ["local", "vllm"]')
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["campaign", "run", str(toml), "--out", str(out), "--no-console-output"])
     assert result.exit_code == 0, result.output
@@ -196,7 +199,6 @@ def test_resume_of_a_vllm_run_continues_exactly(model_dir: Path, tmp_path: Path)
     assert rows(b) == rows(a)  # vLLM sampled the same tokens after the restart (measured here)
 
 
-
 def test_vllm_runs_in_a_pool_worker(model_dir: Path, tmp_path: Path) -> None:
     # Pool workers are daemonic and may not start processes: the engine then runs in-process.
     import json
@@ -204,29 +206,8 @@ def test_vllm_runs_in_a_pool_worker(model_dir: Path, tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    toml = tmp_path / "pool.toml"
-    toml.write_text(f"""
-[model]
-name = "{model_dir}"
-local_files_only = true
-[backend]
-name = "vllm"
-threads = 1
-[training]
-max_steps = 2
-batch_size = 4
-group_size = 4
-max_tokens = 6
-[eval]
-size = 8
-every = 0
-[campaign]
-seeds = [1]
-executor = "pool"
-max_workers = 1
-[[campaign.conditions]]
-advantage_mode = "grpo"
-""")
+    toml = _campaign_toml(tmp_path / "pool.toml", model_dir, backend='name = "vllm"',
+                          campaign='executor = "pool"\nmax_workers = 1\n[[campaign.conditions]]\nadvantage_mode = "grpo"')
     out = tmp_path / "out"
     res = subprocess.run([sys.executable, "-m", "retrain", "campaign", "run", str(toml), "--out", str(out),
                           "--no-console-output"], capture_output=True, text=True, timeout=600,
