@@ -40,6 +40,9 @@ class LocalBackend:
     """One run's model, adapter and optimizer, in this process."""
 
     name = "local"
+    # Truncated importance sampling cap: None here, the trained model samples (ratio 1);
+    # a backend with another sampler sets it (vllm: backend.is_cap).
+    is_cap: float | None = None
 
     def __init__(self, cfg: RetrainConfig, run_dir: Path, *, progress: bool = True) -> None:
         quiet_libraries()
@@ -72,7 +75,7 @@ class LocalBackend:
     def train_step(self, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int) -> dict[str, float]:
         return train_step(self.model, self.optimizer, self.scheduler, rollouts, adv_T,
                           cfg_training=self.cfg.training, cfg_optimizer=self.cfg.optimizer,
-                          micro_batch_size=micro_batch_size)
+                          micro_batch_size=micro_batch_size, is_cap=self.is_cap)
 
     def save_checkpoint(self, step: int, trainer_state: dict[str, Any]) -> Path:
         return save_checkpoint(self.run_dir, step, self.model, self.optimizer, self.scheduler,

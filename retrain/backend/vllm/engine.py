@@ -34,7 +34,6 @@ from retrain.backend.base import Rollouts, SamplingParams
 from retrain.backend.local.engine import LocalBackend
 from retrain.backend.local.logprobs import build_batch, completion_logprobs
 from retrain.backend.local.sampler import token_char_spans
-from retrain.backend.local.step import train_step
 from retrain.config.schema import RetrainConfig
 from retrain.errors import MissingExtraError
 
@@ -56,6 +55,7 @@ class VllmBackend(LocalBackend):
 
     def __init__(self, cfg: RetrainConfig, run_dir: Path, *, progress: bool = True) -> None:
         super().__init__(cfg, run_dir, progress=progress)
+        self.is_cap = cfg.backend.is_cap  # its sampler is not the trained model
         # vLLM logs each engine step at INFO from several processes: keep errors only (set
         # VLLM_LOGGING_LEVEL yourself to see more); the env var reaches its worker processes
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -157,10 +157,8 @@ class VllmBackend(LocalBackend):
         return np.zeros(0, dtype=np.float32) if ent is None else ent.float().cpu().numpy()
 
     def train_step(self, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int) -> dict[str, float]:
-        stats = train_step(self.model, self.optimizer, self.scheduler, rollouts, adv_T,
-                           cfg_training=self.cfg.training, cfg_optimizer=self.cfg.optimizer,
-                           micro_batch_size=micro_batch_size, is_cap=self.cfg.backend.is_cap)
-        self._steps += 1
+        stats = super().train_step(rollouts, adv_T, micro_batch_size=micro_batch_size)
+        self._steps += 1  # the weights changed: sync before the next sample
         return stats
 
     def close(self) -> None:
