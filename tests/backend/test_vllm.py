@@ -26,20 +26,12 @@ pytestmark = [pytest.mark.filterwarnings(r"ignore::DeprecationWarning:torch\..*"
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight Llama with heads of 32 dims (what vLLM's CPU attention accepts)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from retrain.backend.local.tiny import build_char_tokenizer
+    """The `tiny` preset's layout (2 heads of 32 dims, what vLLM's CPU attention accepts), random weights."""
+    from retrain.backend.local.tiny import build_char_tokenizer, build_random_model
 
     path = tmp_path_factory.mktemp("vllm-model")
     tok = build_char_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                      max_position_embeddings=256, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=False)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(path)
+    build_random_model("tiny", tok, seed=0).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 

@@ -15,7 +15,7 @@ FORMAT_VERSION = 3  # bump when the build recipe changes: old entries are then i
 META_FILE = "retrain_model.json"
 
 PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
              "intermediate_size": 256},
     "small": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
               "intermediate_size": 512},
