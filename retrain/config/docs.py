@@ -41,6 +41,9 @@ SECTION_INTRO: dict[str, str] = {
     "logging": "Console lines, emergence logs and wandb ([logging](logging.md)).",
     "squeeze": "LoRA rank analysis of the first finished run of a campaign ([squeeze](squeeze.md)). "
                "Campaign-level: not part of a run's identity.",
+    "audit": "Thresholds of the intervention audit run at the end of a campaign and by "
+             "`retrain analyze audit` ([analysis](analysis.md#retrain-analyze-audit-dir)). "
+             "Campaign-level: not part of a run's identity.",
     "campaign": "Seeds and execution of a campaign. The grid keys (`conditions`, `grid`, `zip`, "
                 "`exclude`, `include`) are described in [campaigns](campaigns.md); executors in "
                 "[campaign execution](campaigns-execution.md). Campaign-level: not part of a run's "

@@ -219,6 +219,13 @@ class SqueezeConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AuditConfig:
+    enabled: bool = _f(True, "run the intervention audit at the end of a campaign (also `retrain analyze audit DIR`)")
+    no_signal_frac: float = _f(0.9, "flag a run when more than this share of its groups had equal rewards (zero advantage, no learning signal)", ge=0, le=1)
+    max_token_hit_rate: float = _f(0.5, "flag a run whose completions stopped at `training.max_tokens` more often than this, averaged over steps", ge=0, le=1)
+
+
+@dataclass(frozen=True, kw_only=True)
 class CampaignConfig:
     name: str = _f("", "campaign name (default: the file's stem); a plain directory name: letters, digits, . _ + = ~ -, not starting with '.'")
     seeds: tuple[int, ...] = _f((42,), "seeds; every condition runs once per seed", ge=0, le=MAX_SEED)
@@ -249,6 +256,7 @@ class RetrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     squeeze: SqueezeConfig = field(default_factory=SqueezeConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
 
     # Derived values are properties, never written back.
@@ -280,13 +288,14 @@ SECTIONS: dict[str, type] = {
     "algorithm": AlgorithmConfig, "training": TrainingConfig, "optimizer": OptimizerConfig,
     "gtpo": GtpoConfig, "hicra": HicraConfig, "sepa": SepaConfig,
     "backpressure": BackpressureConfig, "data": DataConfig, "eval": EvalConfig,
-    "logging": LoggingConfig, "squeeze": SqueezeConfig, "campaign": CampaignConfig,
+    "logging": LoggingConfig, "squeeze": SqueezeConfig,
+    "audit": AuditConfig, "campaign": CampaignConfig,
 }
 
 # Sections whose settings only mean something with a given transform; see `inactive_sections`.
 TRANSFORM_SECTIONS = TRANSFORMS  # each transform has a table of its own
 # Sections that describe the campaign, not the run: excluded from a run's identity hash.
-CAMPAIGN_ONLY_SECTIONS = ("campaign", "squeeze")
+CAMPAIGN_ONLY_SECTIONS = ("campaign", "squeeze", "audit")
 
 
 def inactive_sections(cfg: RetrainConfig) -> tuple[str, ...]:
