@@ -96,9 +96,11 @@ def compare_runs(
     level: float = 0.95,
 ) -> list[dict[str, object]]:
     """Rows with, per statistic s in STATS: `s_mean`, `s_low`, `s_high` (interval over seeds);
-    and against the baseline on statistic `stat`: `diff`, `p_value`, `test`, `n_pairs`, `verdict`.
-    `eval_gain` / `eval_sampled_gain` are each run's final − initial eval (see `gain.run_eval`);
-    the full gain table with Holm adjustment and MDE is `gain.gain_rows`.
+    and against the baseline on statistic `stat`: `diff`, `p_value` (raw), `p_holm` (Holm-adjusted
+    over the conditions tested against the baseline), `test`, `n_pairs`, `mde` (the smallest |Δ|
+    a paired t-test over these pairs detects with 80% power, `stats.min_detectable_effect`),
+    `verdict`. `eval_gain` / `eval_sampled_gain` are each run's final − initial eval (see
+    `gain.run_eval`); the gain table itself is `gain.gain_rows`.
     """
     _check_options(runs, metric=metric, last_n=last_n, stat=stat, ci=ci, test=test, level=level)
     higher = stats.higher_is_better(metric)
@@ -106,7 +108,29 @@ def compare_runs(
         threshold = default_threshold(runs, metric)
     conditions = list(dict.fromkeys(r.condition for r in runs))
     base = gain.resolve_baseline(conditions, baseline)
-    # Keyed by position in `runs`: names repeat when a tree holds several campaigns.
+    per_run = run_summaries(runs, metric=metric, last_n=last_n, threshold=threshold)
+    tested = {cond: stats.compare_to_baseline(seed_values(per_run.get(cond, {}), runs, stat),
+                                              seed_values(per_run.get(base, {}), runs, stat),
+                                              test=test)
+              for cond in conditions if cond != base}
+    adjusted = dict(zip(tested, stats.holm([t.p_value for t in tested.values()]), strict=True))
+    rows = []
+    for cond in conditions:
+        row = _condition_row(cond, runs, per_run.get(cond, {}), metric=metric, ci=ci,
+                             level=level, last_n=last_n, threshold=threshold)
+        row.update(_baseline_columns(cond, base, per_run, runs, tested.get(cond),
+                                     adjusted.get(cond), metric=metric, stat=stat,
+                                     higher=higher, comparisons=len(tested)))
+        rows.append(row)
+    return rows
+
+
+def run_summaries(runs: Sequence[RunData], *, metric: str, last_n: int, threshold: float | None
+                  ) -> dict[str, dict[int, dict[str, float | None]]]:
+    """{condition: {index in `runs`: {statistic: value}}} for every statistic in STATS; runs
+    that logged nothing yet (pending) are left out. Keyed by position in `runs`: names repeat
+    when a tree holds several campaigns."""
+    higher = stats.higher_is_better(metric)
     per_run: dict[str, dict[int, dict[str, float | None]]] = {}
     for idx, run in enumerate(runs):
         steps, values = trained_series(run, metric)
@@ -117,14 +141,7 @@ def compare_runs(
         summary["eval_gain"] = gain.run_eval(run, "accuracy").gain
         summary["eval_sampled_gain"] = gain.run_eval(run, "sampled_accuracy").gain
         per_run.setdefault(run.condition, {})[idx] = summary
-    rows = []
-    for cond in conditions:
-        row = _condition_row(cond, runs, per_run.get(cond, {}), metric=metric, ci=ci,
-                             level=level, last_n=last_n, threshold=threshold)
-        row.update(_baseline_columns(cond, base, per_run, runs, metric=metric,
-                                     stat=stat, test=test, higher=higher))
-        rows.append(row)
-    return rows
+    return per_run
 
 
 def _check_options(runs: Sequence[RunData], *, metric: str, last_n: int, stat: str, ci: str,
@@ -162,7 +179,7 @@ def _condition_row(cond: str, runs: Sequence[RunData], summaries: dict[int, dict
     return row
 
 
-def _seed_map(summaries: dict[int, dict[str, float | None]], runs: Sequence[RunData],
+def seed_values(summaries: dict[int, dict[str, float | None]], runs: Sequence[RunData],
               stat: str) -> dict[int, float]:
     """{seed: value of `stat`}; runs sharing a seed are averaged, seedless runs never pair."""
     groups: dict[int, list[float]] = {}
@@ -177,25 +194,37 @@ def _seed_map(summaries: dict[int, dict[str, float | None]], runs: Sequence[RunD
 
 
 def _baseline_columns(cond: str, base: str, per_run: dict[str, dict[int, dict[str, float | None]]],
-                      runs: Sequence[RunData], *, metric: str,
-                      stat: str, test: str, higher: bool) -> dict[str, object]:
+                      runs: Sequence[RunData], result: stats.TestResult | None,
+                      p_holm: float | None, *, metric: str, stat: str, higher: bool,
+                      comparisons: int) -> dict[str, object]:
     out: dict[str, object] = {"baseline": base, "stat": stat}
-    if cond == base:
-        return {**out, "diff": None, "p_value": None, "test": None, "n_pairs": None,
-                "verdict": "baseline"}
-    result = stats.compare_to_baseline(_seed_map(per_run.get(cond, {}), runs, stat),
-                                       _seed_map(per_run.get(base, {}), runs, stat), test=test)
+    if result is None:
+        return {**out, "diff": None, "p_value": None, "p_holm": None, "test": None,
+                "n_pairs": None, "mde": None, "verdict": "baseline"}
     label = stat if stat in EVAL_STATS else f"{metric} ({stat})"
     if stat in EVAL_STATS:
         higher = True
     elif stat == "steps_to_threshold":
         higher = False  # reaching the threshold in fewer steps is better
-    text = stats.verdict(cond, base, result, metric=label, higher=higher)
+    note = ""
+    if comparisons > 1 and p_holm is not None and result.p_value is not None:
+        note = f"; Holm-adjusted over {comparisons} comparisons p={p_holm:.3g}"
+        if result.p_value < 0.05 <= p_holm:
+            note += " (not significant after adjustment)"
+    text = stats.verdict(cond, base, result, metric=label, higher=higher, note=note)
+    mde = None
+    if result.name != "Welch t (unpaired)":
+        diffs = stats.paired_differences(seed_values(per_run.get(cond, {}), runs, stat),
+                                         seed_values(per_run.get(base, {}), runs, stat))
+        mde = stats.min_detectable_effect(len(diffs), stats.sample_sd(diffs))
+    decisive = p_holm if comparisons > 1 else result.p_value
+    if mde is not None and (decisive is None or decisive >= 0.05):
+        text += f"; with {result.n} seeds only |Δ| >= {mde:.3g} is detectable (80% power)"
     unfinished = sum(r.status != "done" for r in runs if r.condition in (cond, base))
     if unfinished:
         text += f"; partial: {unfinished} run(s) of these two conditions not done"
-    return {**out, "diff": result.diff, "p_value": result.p_value, "test": result.name,
-            "n_pairs": result.n, "verdict": text}
+    return {**out, "diff": result.diff, "p_value": result.p_value, "p_holm": p_holm,
+            "test": result.name, "n_pairs": result.n, "mde": mde, "verdict": text}
 
 
 def _display(rows: Sequence[dict[str, object]]) -> tuple[list[str], list[list[str]]]:
@@ -203,9 +232,11 @@ def _display(rows: Sequence[dict[str, object]]) -> tuple[list[str], list[list[st
     first = rows[0] if rows else {}
     thr = first.get("threshold")
     stat = first.get("stat")
+    holm = sum(r.get("verdict") != "baseline" for r in rows) > 1
     columns = ["condition", "n", "final", "best", f"last-{first.get('last_n')}", "AUC",
                f"steps→{fmt_number(thr)}" if thr is not None else "steps→thr", "eval acc",
-               "eval gain", f"Δ {stat}", "p", "test", "verdict"]
+               "eval gain", f"Δ {stat}", "p", *(["p (Holm)"] if holm else []), "MDE", "test",
+               "verdict"]
     cells = []
     for row in rows:
 
@@ -220,14 +251,18 @@ def _display(rows: Sequence[dict[str, object]]) -> tuple[list[str], list[list[st
                                 if row["runs_done"] != row["runs_total"] else "")
         cells.append([str(row["condition"]), done, iv("final"), iv("best"), iv("last_n"), iv("auc"),
                       steps, iv("eval_accuracy"), iv("eval_gain"), fmt_number(row.get("diff")),
-                      fmt_number(row.get("p_value"), 3), fmt_number(row.get("test")),
+                      fmt_number(row.get("p_value"), 3),
+                      *([fmt_number(row.get("p_holm"), 3)] if holm else []),
+                      fmt_number(row.get("mde"), 3), fmt_number(row.get("test")),
                       str(row.get("verdict"))])
     return columns, cells
 
 
 # Which columns a narrow terminal hides first (higher first); the condition, n, the statistic the
-# test uses, Δ and p always stay. Keyed by position in `_display`'s columns.
+# test uses, Δ, p and p (Holm) always stay. Keyed by position in `_display`'s columns, then (for
+# the columns after p, whose position depends on whether p (Holm) is shown) by header.
 _DROP = {2: 5, 3: 7, 4: 3, 5: 8, 6: 9, 7: 4, 8: 6}
+_DROP_BY_NAME = {"MDE": 2}
 _STAT_COLUMN = {"final": 2, "best": 3, "last_n": 4, "auc": 5, "steps_to_threshold": 6,
                 "eval_accuracy": 7, "eval_gain": 8}
 
@@ -235,7 +270,7 @@ _STAT_COLUMN = {"final": 2, "best": 3, "last_n": 4, "auc": 5, "steps_to_threshol
 def _columns(names: Sequence[str], stat: str) -> list[Col]:
     tested = _STAT_COLUMN.get(stat)
     return [Col(name, kind="name" if i == 0 else "words", justify="left" if i == 0 else "right",
-                drop=0 if i == tested else _DROP.get(i, 0))
+                drop=0 if i == tested else _DROP.get(i, _DROP_BY_NAME.get(name, 0)))
             for i, name in enumerate(names)]
 
 
@@ -257,7 +292,10 @@ def render_comparison(rows: Sequence[dict[str, object]], fmt: OutputFormat | str
     level = _num(first.get("level")) or 0.95
     caption = (f"{first.get('metric')}: mean over seeds, {level:.0%} "
                f"{'bootstrap' if first.get('ci') == 'bootstrap' else 't'} interval; "
-               f"Δ and p vs {first.get('baseline')}")
+               f"Δ and p vs {first.get('baseline')}"
+               + ("; p raw, p (Holm) adjusted over the conditions tested" if
+                  sum(r.get("verdict") != "baseline" for r in rows) > 1 else "")
+               + "; MDE: smallest |Δ| a paired t-test detects with 80% power at this n")
     # Verdicts are sentences; they read better under the table than squeezed into a column.
     table = rich_table(_columns(columns[:-2], str(first.get("stat"))), [c[:-2] for c in cells],
                        title="comparison", caption=caption)

@@ -8,7 +8,7 @@ against the baseline condition (Holm-adjusted across conditions) with the minimu
 effect at this number of seeds → flat rows → a Markdown or Rich table.
 
 The same for the sampled accuracy (mean@k at the training temperature) when the runs logged it.
-Pure apart from what `loading` reads; scipy comes in through `stats`.
+Pure apart from what `loading` reads; scipy and statsmodels come in through `stats`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich import box
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -105,7 +105,7 @@ def _rms(values: list[float]) -> float | None:
     return math.sqrt(sum(v * v for v in values) / len(values)) if values else None
 
 
-def _seed_gains(runs: Sequence[RunData], evals: Sequence[RunEval]) -> dict[int, float]:
+def seed_gains(runs: Sequence[RunData], evals: Sequence[RunEval]) -> dict[int, float]:
     """{seed: gain}; runs sharing a seed are averaged, seedless runs never pair."""
     groups: dict[int, list[float]] = {}
     for idx, (run, ev) in enumerate(zip(runs, evals, strict=True)):
@@ -132,13 +132,9 @@ def _kind_columns(runs: Sequence[RunData], evals: Sequence[RunEval], *,
 
 def _paired(cond: dict[int, float], base: dict[int, float], test: str) -> dict[str, Any]:
     result = stats.compare_to_baseline(cond, base, test=test)
-    common = sorted(set(cond) & set(base))
-    sd = None
-    if len(common) >= 2:
-        diffs = [cond[s] - base[s] for s in common]
-        mean = sum(diffs) / len(diffs)
-        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-    mde = stats.min_detectable_effect(len(common), sd) if result.name != "Welch t (unpaired)" else None
+    diffs = stats.paired_differences(cond, base)
+    mde = (stats.min_detectable_effect(len(diffs), stats.sample_sd(diffs))
+           if result.name != "Welch t (unpaired)" else None)
     return {"result": result, "mde": mde}
 
 
@@ -160,9 +156,9 @@ def gain_rows(runs: Sequence[RunData], *, baseline: str | None = None, level: fl
     for kind in KINDS:
         pre = _PREFIX[kind]
         evals = {c: [run_eval(r, kind) for r in by_cond[c]] for c in conditions}
-        seed_gains = {c: _seed_gains(by_cond[c], evals[c]) for c in conditions}
+        by_seed = {c: seed_gains(by_cond[c], evals[c]) for c in conditions}
         tests: dict[str, dict[str, Any]] = {
-            c: _paired(seed_gains[c], seed_gains[base], test) for c in conditions if c != base}
+            c: _paired(by_seed[c], by_seed[base], test) for c in conditions if c != base}
         adjusted = dict(zip(tests, stats.holm([t["result"].p_value for t in tests.values()]),
                             strict=True))
         for row in rows:
@@ -218,17 +214,25 @@ def _opt(value: Any, fmt: str) -> str:
     return format(value, fmt) if isinstance(value, int | float) else MISSING
 
 
+def several_compared(rows: Sequence[dict[str, Any]], kind: str = "accuracy") -> bool:
+    """More than one condition tested against the baseline: only then does Holm change a p."""
+    return sum(r.get(f"{_PREFIX[kind]}verdict") != "baseline" for r in rows) > 1
+
+
 def gain_table_cells(rows: Sequence[dict[str, Any]], kind: str = "accuracy"
                      ) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells; `p (Holm)` only when several conditions are compared (else it is p)."""
     pre = _PREFIX[kind]
     level = rows[0].get("level", 0.95) if rows else 0.95
+    holm = several_compared(rows, kind)
     columns = ["condition", "n", "initial ± SE", "final ± SE", f"gain [{level:.0%} CI]",
-               "Δ gain", "p (Holm)", "MDE"]
+               "Δ gain", "p", *(["p (Holm)"] if holm else []), "MDE"]
     cells = [[str(r["condition"]), str(r.get(f"{pre}gain_n", r.get("n"))),
               _se_cell(r.get(f"{pre}initial_mean"), r.get(f"{pre}initial_se")),
               _se_cell(r.get(f"{pre}final_mean"), r.get(f"{pre}final_se")),
               _gain_cell(r, pre), _opt(r.get(f"{pre}diff"), "+.3f"),
-              _opt(r.get(f"{pre}p_holm", r.get(f"{pre}p_value")), ".3f"),
+              _opt(r.get(f"{pre}p_value"), ".3f"),
+              *([_opt(r.get(f"{pre}p_holm"), ".3f")] if holm else []),
               _opt(r.get(f"{pre}mde"), ".3f")] for r in rows]
     return columns, cells
 
@@ -245,11 +249,14 @@ def legend(rows: Sequence[dict[str, Any]]) -> str:
     """What each number and each ± means (said once, under or above every gain table)."""
     base = rows[0]["baseline"] if rows else DEFAULT_BASELINE
     level = rows[0].get("level", 0.95) if rows else 0.95
+    p = ("p: paired test, raw; p (Holm): Holm-adjusted across the conditions, the one the "
+         "verdicts use" if several_compared(rows) else "p: paired test")
     return (f"gain = final − initial eval of each run, mean over seeds with a {level:.0%} "
             f"t-interval over seeds [low, high]; initial, final: mean over seeds ± the eval's "
             f"standard error over held-out problems (an SE, not a CI); Δ gain: the condition's gain minus {base}'s, "
-            f"paired by seed; p: paired test, Holm-adjusted across conditions; MDE: smallest Δ "
-            f"gain that test detects with 80% power at this number of seeds (α = 0.05).")
+            f"paired by seed; {p}; MDE: smallest Δ gain the paired t-test detects with 80% "
+            f"power at this number of seeds (α = 0.05; `retrain analyze power` for the seeds "
+            f"needed).")
 
 
 def _verdict_line(row: dict[str, Any], pre: str) -> tuple[str, str]:
@@ -279,7 +286,9 @@ def render_gains_rich(rows: Sequence[dict[str, Any]]) -> Group:
     """Rich tables for the terminal; the title says `conditions:` as the campaign's always has.
 
     Sized for an 80-column terminal: no vertical rules, the number of seeds in the title, no MDE
-    column and one short line per condition instead of the full verdicts (summary.md has both).
+    column, `p Holm` for the header of the Holm-adjusted p, and one short line per condition
+    instead of the full verdicts (summary.md has both). Where even that is too wide (long
+    condition names, or p beside p Holm), the initial and then the final accuracy are left out.
     """
     parts: list[Any] = []
     for kind in KINDS:
@@ -292,15 +301,42 @@ def render_gains_rich(rows: Sequence[dict[str, Any]]) -> Group:
         # The title is a line of its own: as a table title Rich wraps it to the table's width.
         parts.append(Text(f"conditions: held-out {what}, gain over own initial eval, "
                           f"{'/'.join(seeds)} seeds", style="italic"))
-        table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                      padding=(0, 1), collapse_padding=True)
-        keep = (0, 2, 3, 4, 5, 6)  # condition, initial, final, gain, Δ gain, p
-        for i in keep:
-            table.add_column(columns[i].replace(" ± ", "±").replace(" (Holm)", ""), no_wrap=True,
-                             justify="left" if i == 0 else "right")
-        for row in cells:
-            table.add_row(*(row[i].replace(" ± ", "±").replace(", ", ",") for i in keep))
-        parts.append(table)
+        keep = [i for i, name in enumerate(columns) if name not in ("n", "MDE")]
+        variants = [(_console_table(columns, cells, [i for i in keep if i not in hidden]),
+                     [columns[i].replace(" ± ", "±") for i in hidden])
+                    for hidden in ((), (2,), (2, 3))]  # initial ± SE, then final ± SE
+        parts.append(_FirstThatFits(variants))
     parts.append(Text(legend(rows) + " Verdicts with the minimum detectable effect: summary.md.",
                       style="dim"))
     return Group(*parts)
+
+
+def _console_table(columns: list[str], cells: list[list[str]], keep: list[int]) -> Table:
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=(0, 1), collapse_padding=True)
+    for i in keep:
+        table.add_column(columns[i].replace(" ± ", "±").replace("p (Holm)", "p Holm"),
+                         no_wrap=True, justify="left" if i == 0 else "right")
+    for row in cells:
+        table.add_row(*(row[i].replace(" ± ", "±").replace(", ", ",") for i in keep))
+    return table
+
+
+class _FirstThatFits:
+    """The first table whose one-line-per-row width fits where it is printed (else the last),
+    with a line naming the columns it leaves out."""
+
+    def __init__(self, variants: list[tuple[Table, list[str]]]) -> None:
+        self.variants = variants
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table, hidden = self.variants[-1]
+        unbounded = options.update_width(10_000)  # a measurement is clipped to the width it gets
+        for candidate, left_out in self.variants:
+            if console.measure(candidate, options=unbounded).maximum <= options.max_width:
+                table, hidden = candidate, left_out
+                break
+        yield table
+        if hidden:
+            yield Text(f"not shown at {options.max_width} columns: {', '.join(hidden)} "
+                       "(summary.md has every column)", style="dim")

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 # whereas mean_reward's scale depends on the reward function. Defined in this light module so
 # that the CLI can name it without importing numpy.
 DEFAULT_METRIC = "correct_rate"
-RECORDED_STATUSES = ("pending", "running", "done", "failed", "interrupted")
-RUN_STATUSES = ("pending", "not started", "running", "stale", "dead", *FINAL_STATUSES)
+# skipped: a sequential-seeds campaign (seeds_policy = "until_decided") decided it is not needed.
+RECORDED_STATUSES = ("pending", "running", "done", "failed", "interrupted", "skipped")
+RUN_STATUSES = ("pending", "not started", "running", "stale", "dead", *FINAL_STATUSES, "skipped")
 # Directories inside a run that never hold another run; skipping them keeps a tree walk cheap.
 _SKIP_DIRS = frozenset({"checkpoints", "adapter", "emergence", "__pycache__", "node_modules"})
 _SEED_SUFFIX = re.compile(r"_s(\d+)$")
@@ -64,6 +65,7 @@ class RunData:
     ended: str | None = None
     wall_time_s: float | None = None
     error: str | None = None
+    reason: str | None = None  # why a skipped run was skipped (the manifest's `reason`)
     updated: float | None = None  # epoch seconds of the newest metrics/summary/heartbeat write
     heartbeat: dict[str, Any] | None = None  # heartbeat.json as the trainer last wrote it
 
@@ -215,6 +217,7 @@ def load_run(run_dir: Path, *, entry: dict[str, Any] | None = None, campaign: st
         config=config, summary=summary, campaign=campaign, max_steps=max_steps,
         attempts=_first_int(entry.get("attempts")), started=_first_str(entry.get("started")),
         ended=_first_str(entry.get("ended")), error=_first_str(entry.get("error")),
+        reason=_first_str(entry.get("reason")),
         wall_time_s=as_number(entry.get("wall_time_s")) or as_number(summ.get("wall_time_s")),
         heartbeat=read_json_object(run_dir / HEARTBEAT_FILE),
     )
@@ -334,9 +337,10 @@ def discover(path: Path) -> tuple[list[CampaignData], list[RunData]]:
 
 
 def collect_runs(path: Path) -> list[RunData]:
-    """Every run under `path` (planned-but-pending ones included); an error when there is none."""
+    """Every run under `path` (planned-but-pending ones included; skipped ones, which a
+    sequential-seeds campaign decided never to run, left out); an error when there is none."""
     campaigns, loose = discover(Path(path))
-    runs = [r for c in campaigns for r in c.runs] + loose
+    runs = [r for c in campaigns for r in c.runs if r.status != "skipped"] + loose
     if not runs:
         raise AnalysisError(
             f"{path}: no runs found (expected a campaign dir with plan.json/manifest.json, "

@@ -1,8 +1,11 @@
 """Pure statistics behind `retrain analyze compare`: per-run curve summaries, intervals over
 seeds, paired tests against a baseline, and the plain-language verdict.
 
-Functional core: plain lists in, plain dataclasses out; no files. scipy is imported inside the
-functions that need it so that importing this module stays cheap.
+Also the power of the paired t-test (minimum detectable effect, seeds needed) that the MDE
+columns and `retrain analyze power` report.
+
+Functional core: plain lists in, plain dataclasses out; no files. scipy and statsmodels are
+imported inside the functions that need them so that importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 # Metrics where a smaller value is the better one; every other metric is "higher is better".
 LOWER_IS_BETTER = frozenset({"loss", "reported_loss", "step_time_s", "max_token_hit_rate"})
 RUN_STATS = ("final", "best", "last_n", "auc", "steps_to_threshold")
+MAX_SEEDS = 10**9  # past this, `seeds_needed` reports the effect as out of reach (None)
 
 
 def higher_is_better(metric: str) -> bool:
@@ -153,9 +157,11 @@ def _test_name(test: str) -> str:
 
 
 def verdict(
-    condition: str, baseline: str, result: TestResult, *, metric: str, higher: bool, alpha: float = 0.05
+    condition: str, baseline: str, result: TestResult, *, metric: str, higher: bool,
+    alpha: float = 0.05, note: str = ""
 ) -> str:
-    """One sentence a reader can act on, with the caveat that few seeds deserve."""
+    """One sentence a reader can act on, with the caveat that few seeds deserve; `note` (e.g. the
+    Holm-adjusted p) goes between the test and the caveat."""
     if result.diff is None:
         return f"no comparison with {baseline}: {result.note}"
     better = (result.diff > 0) == higher and result.diff != 0
@@ -168,7 +174,7 @@ def verdict(
     else:
         text = (f"no clear difference from {baseline} ({size}, {result.name} "
                 f"p={result.p_value:.3g}, n={result.n})")
-    return text + _caveat(result)
+    return text + note + _caveat(result)
 
 
 def _caveat(result: TestResult) -> str:
@@ -187,44 +193,109 @@ def holm(p_values: list[float | None]) -> list[float | None]:
 
     With the m real p-values sorted, p_(1) <= ... <= p_(m): adj_(i) = max over j <= i of
     min(1, (m - j + 1) · p_(j)). It controls the family-wise error at alpha under any dependence.
-    Written here because scipy has no Holm adjustment (its `false_discovery_control` is BH/BY)
-    and statsmodels (`multipletests(method="holm")`, which gives the same numbers) is not a
-    dependency.
+    statsmodels' `multipletests(method="holm")` computes it (scipy has no Holm adjustment: its
+    `false_discovery_control` is BH/BY); the Nones are taken out before and put back after.
     """
-    ranked = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    m = len(ranked)
+    real = [i for i, p in enumerate(p_values) if p is not None]
     out: list[float | None] = [None] * len(p_values)
-    running = 0.0
-    for j, (p, i) in enumerate(ranked):
-        running = max(running, min(1.0, (m - j) * p))
-        out[i] = running
+    if not real:
+        return out
+    from statsmodels.stats.multitest import multipletests
+
+    adjusted = multipletests([p_values[i] for i in real], method="holm")[1]
+    for i, p in zip(real, adjusted, strict=True):
+        out[i] = float(p)
     return out
+
+
+def paired_differences(cond: dict[int, float], base: dict[int, float]) -> list[float]:
+    """cond[s] - base[s] for every seed s of both {seed: value} maps, in seed order."""
+    return [cond[s] - base[s] for s in sorted(set(cond) & set(base))]
+
+
+def sample_sd(values: list[float]) -> float | None:
+    """Sample standard deviation (ddof = 1); None below 2 values."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+# ---- power of the paired t-test --------------------------------------------------------------
+# The power formula is statsmodels' (`statsmodels.stats.power.ttest_power`, the one TTestPower
+# uses); the root finding is done here, because `TTestPower.solve_power` (statsmodels 0.15)
+# returns wrong answers, without a warning, at the edges `analyze power` meets (few pairs, α/m):
+# at n = 3 and α = 0.025 an effect size of 4.523 SD whose power is 0.786, not 0.8 (4.625 here);
+# nobs = 2.0 for d = 10, whose power at n = 2 is 0.73. Its two-sided power is also NaN where the
+# far tail underflows; that tail is 0 here.
+
+def paired_t_power(effect_size: float, n: int, *, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test (a one-sample t on the n differences) when the true
+    mean difference is `effect_size` standard deviations of the differences: P(|T| > t_crit)
+    for T ~ noncentral t(n - 1, d·√n), t_crit = t_{1-α/2, n-1}."""
+    from statsmodels.stats.power import ttest_power
+
+    d = abs(effect_size)
+    upper = float(ttest_power(d, nobs=n, alpha=alpha / 2.0, alternative="larger"))
+    lower = float(ttest_power(d, nobs=n, alpha=alpha / 2.0, alternative="smaller"))
+    if not math.isfinite(upper):  # only at absurd d·√n, where the test always rejects
+        from scipy import stats as sps
+
+        upper = float(d * math.sqrt(n) > sps.t.isf(alpha / 2.0, n - 1))
+    return upper + (lower if math.isfinite(lower) else 0.0)
+
+
+def detectable_effect_size(n: int, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest d (in SDs of the differences) that the test over `n` pairs finds with
+    probability `power`; None below 2 pairs (no SD, no test)."""
+    if n < 2:
+        return None
+    from scipy import optimize
+
+    def shortfall(d: float) -> float:
+        return paired_t_power(d, n, alpha=alpha) - power
+
+    high = 1.0
+    while shortfall(high) < 0:  # ~11.5 SDs at n = 2 (α 0.05, power 0.8), ~1 at n = 10
+        high *= 2.0
+        if high > 1e9:
+            return None
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-12))
+
+
+def seeds_needed(effect_size: float | None, *, alpha: float = 0.05,
+                 power: float = 0.8) -> int | None:
+    """The smallest number of pairs n >= 2 whose test finds a true effect of `effect_size` SDs
+    with probability `power`. None when it is 0 or unknown (no number of seeds does it) or more
+    than MAX_SEEDS. The power grows with n, so this doubles and then bisects."""
+    if effect_size is None or not math.isfinite(effect_size) or effect_size == 0:
+        return None
+    if paired_t_power(effect_size, 2, alpha=alpha) >= power:
+        return 2
+    low, high = 2, 4  # power(low) < target <= power(high) once the loop ends
+    while paired_t_power(effect_size, high, alpha=alpha) < power:
+        low, high = high, 2 * high
+        if low > MAX_SEEDS:
+            return None
+    while high - low > 1:
+        mid = (low + high) // 2
+        if paired_t_power(effect_size, mid, alpha=alpha) >= power:
+            high = mid
+        else:
+            low = mid
+    return high if high <= MAX_SEEDS else None
 
 
 def min_detectable_effect(n: int, sd: float | None, *, alpha: float = 0.05,
                           power: float = 0.8) -> float | None:
     """The smallest true mean difference that a two-sided paired t-test over `n` pairs finds
     (p < alpha) with probability `power`, when the per-pair differences have standard deviation
-    `sd`. None below 2 pairs or without spread.
-
-    Power at a true difference d is P(|T| > t_crit) for T ~ noncentral t(n - 1, d·√n / sd)
-    (scipy.stats.nct), solved for d with brentq; statsmodels' TTestPower gives the same value.
+    `sd`: `detectable_effect_size(n)` (in SDs) times `sd`. None below 2 pairs or without spread.
     """
     if n < 2 or sd is None or not math.isfinite(sd) or sd <= 0:
         return None
-    from scipy import optimize, stats
-
-    df = n - 1
-    crit = float(stats.t.ppf(1.0 - alpha / 2.0, df))
-
-    def shortfall(effect: float) -> float:
-        nc = effect * math.sqrt(n)
-        lower = float(stats.nct.cdf(-crit, df, nc))  # NaN where it underflows (~0)
-        return float(stats.nct.sf(crit, df, nc)) + (lower if math.isfinite(lower) else 0.0) - power
-
-    # In units of sd; the effect needed grows fast as n falls (~10 sd at n = 2).
-    d = float(optimize.brentq(shortfall, 0.0, 100.0, xtol=1e-10))
-    return d * sd
+    d = detectable_effect_size(n, alpha=alpha, power=power)
+    return d * sd if d is not None else None
 
 
 def ema(values: list[float], weight: float) -> list[float]:

@@ -29,7 +29,8 @@ from retrain.analysis.loading import (
 )
 
 STATUS_STYLES = {"done": "green", "running": "cyan", "pending": "dim", "not started": "dim",
-                 "stale": "yellow", "dead": "bold red", "failed": "bold red", "interrupted": "yellow"}
+                 "stale": "yellow", "dead": "bold red", "failed": "bold red", "interrupted": "yellow",
+                 "skipped": "dim"}
 _ETA_STATUSES = ("running", "pending", "not started")  # the others will not go on by themselves
 _PACE_WINDOW = 10
 
@@ -69,6 +70,8 @@ def run_eta(run: RunData, pace: float | None = None) -> float | None:
 
 
 def _progress(run: RunData) -> str:
+    if run.status == "skipped":
+        return MISSING
     if run.max_steps:
         return f"{run.step}/{run.max_steps} ({run.step / run.max_steps:.0%})"
     return str(run.step) if run.step else MISSING
@@ -87,6 +90,8 @@ def _run_cells(run: RunData, now: float, pace: float | None) -> list[Text | str]
         status.append(f" {run.error.strip().splitlines()[-1]}", style="red")
     elif run.status == "dead" and run.heartbeat:
         status.append(f" (pid {run.heartbeat.get('pid')} is gone)", style="red")
+    elif run.status == "skipped" and run.reason:  # sequential seeds: not needed
+        status.append(f" ({run.reason})", style="dim")
     return [run.name, status, _progress(run), fmt_number(run.latest("mean_reward")),
             fmt_number(run.latest("correct_rate")), fmt_number(run.latest("eval_accuracy")),
             _age(run, now), fmt_duration(run_eta(run, pace))]
@@ -111,7 +116,8 @@ def _status_table(runs: list[RunData], *, title: str, caption: str | None, now: 
 
 def _campaign_caption(campaign: CampaignData) -> str:
     counts = {s: sum(r.status == s for r in campaign.runs) for s in STATUS_STYLES}
-    parts = [campaign.status, f"{counts['done']}/{len(campaign.runs)} done"]
+    # skipped runs (sequential seeds) will never run: they are not part of the work
+    parts = [campaign.status, f"{counts['done']}/{len(campaign.runs) - counts['skipped']} done"]
     if campaign.status == "running" and not counts["running"] and (counts["dead"] or counts["stale"]):
         # The manifest cannot say that the campaign process was killed; its runs can.
         parts[0] = (f"running per its manifest, but no run is alive: `retrain campaign resume "

@@ -96,6 +96,19 @@ class Backend(Protocol):
         """Write the final `adapter/` (PEFT format, with the tokenizer files)."""
         ...
 
+    def save_adapter_to(self, path: Path) -> Path:
+        """Write the current adapter alone (PEFT format, no optimizer) to `path`, atomically:
+        the snapshots of a multi-phase run's ledger."""
+        ...
+
+    def load_adapter_from(self, path: Path) -> None:
+        """Make the trainable adapter weights exactly those saved in `path` (a rollback)."""
+        ...
+
+    def set_lr(self, lr: float) -> None:
+        """Use `lr` as the base learning rate from the next step on (the schedule still applies)."""
+        ...
+
     def close(self) -> None:
         """Release what the engine holds (processes, memory); the run is over."""
         ...

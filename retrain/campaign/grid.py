@@ -4,7 +4,9 @@ A campaign file is a base run config plus a `[campaign]` table holding `seeds` a
 `[[campaign.conditions]]`, `[campaign.grid]`, `[[campaign.zip]]`, `[[campaign.exclude]]`,
 `[[campaign.include]]` (semantics: docs/campaigns.md). Expansion is deterministic: conditions in
 file order (explicit conditions × grid axes × zip groups, the last axis varying fastest), then
-includes; every condition runs once per seed, condition-major.
+includes; every condition runs once per seed, condition-major. Under
+`seeds_policy = "until_decided"` the runs are those of every potential seed
+(`CampaignConfig.run_seeds`); which of them run is decided look by look (campaign/sequential.py).
 """
 
 from __future__ import annotations
@@ -318,7 +320,7 @@ def campaign_from_raw(raw: Mapping[str, Any], *, source: str, default_name: str,
                 problems.extend(exc.problems)
                 continue
             used_sections |= cfg.transforms
-            for seed in base.campaign.seeds:
+            for seed in base.campaign.run_seeds:  # under until_decided: every potential seed
                 run_cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
                 name = f"{cond.label}_s{seed}"
                 runs.append(RunSpec(name=name, condition=cond.label, seed=seed,
@@ -342,6 +344,8 @@ def campaign_from_raw(raw: Mapping[str, Any], *, source: str, default_name: str,
         keys = sorted(k for k in explicit if k.startswith(section + "."))
         if keys and not problems and section not in used_sections:
             problems.append(f"{keys[0]}: [{section}] settings are given but no condition uses a {section} transform")
+    if base.campaign.seeds_policy == "until_decided" and not problems:
+        problems.extend(_sequential_problems(base, [c.label for c in conditions]))
     if not base.campaign.seeds:
         problems.append("campaign.seeds: give at least one seed, e.g. seeds = [42, 101]")
     elif len(set(base.campaign.seeds)) != len(base.campaign.seeds):
@@ -353,6 +357,20 @@ def campaign_from_raw(raw: Mapping[str, Any], *, source: str, default_name: str,
         raise ConfigError(problems, source=source)
     name = base.campaign.name or default_name
     return CampaignSpec(name=name, source=source, base=base, conditions=tuple(conditions), runs=tuple(runs))
+
+
+def _sequential_problems(base: RetrainConfig, labels: list[str]) -> list[str]:
+    """until_decided tests every condition against a baseline: it needs two conditions, and a
+    sequential_baseline that names one of them."""
+    wanted = base.campaign.sequential_baseline
+    if len(labels) < 2:
+        return ["campaign.seeds_policy: 'until_decided' tests each condition against a baseline "
+                f"condition, but the campaign has one condition ({labels[0] if labels else '-'}); "
+                "add a condition or use seeds_policy = 'fixed'"]
+    if wanted and wanted not in labels:
+        return [f"campaign.sequential_baseline: {wanted!r} is not a condition of this campaign"
+                f"{suggest(wanted, labels)}; conditions: {', '.join(labels)}"]
+    return []
 
 
 # A run name is a directory name (file systems allow 255 bytes); room is left for the suffixes

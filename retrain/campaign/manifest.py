@@ -1,8 +1,9 @@
 """manifest.json: the campaign's state, rewritten atomically by the campaign process only.
 
-Per run: status (pending | running | done | failed | interrupted), attempts, start/end time,
-wall time, last error lines, the run's directory, step/max_steps. Also the squeeze
-recommendation and the final comparison.
+Per run: status (pending | running | done | failed | interrupted | skipped), attempts, start/end
+time, wall time, last error lines, the run's directory, step/max_steps; a skipped run (sequential
+seeds: a look decided it is not needed) has the `reason`. Also the squeeze recommendation, the
+final comparison and, for `seeds_policy = "until_decided"`, the looks ("sequential").
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from retrain.io import atomic_write_json, last_jsonl, read_json_object
 
 MANIFEST = "manifest.json"
-STATUSES = ("pending", "running", "done", "failed", "interrupted")
+STATUSES = ("pending", "running", "done", "failed", "interrupted", "skipped")
 
 
 def now() -> str:

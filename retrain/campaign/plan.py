@@ -1,7 +1,9 @@
 """The plan: every run of a campaign with its resolved config, plus a spec hash.
 
 `plan.json` is written when a campaign starts; a resumed campaign compares its new plan with the
-stored one (`diff_plans`) and refuses to continue on a changed spec unless forced.
+stored one (`diff_plans`) and refuses to continue on a changed spec unless forced. Under
+`seeds_policy = "until_decided"` the plan lists every potential run (up to max_seeds seeds) and
+holds the pre-registered design under "sequential" (campaign/sequential.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from retrain.campaign.grid import CampaignSpec, RunSpec
+from retrain.campaign.sequential import design, plan_summary
 from retrain.config.render import config_to_dict, flat_dict
 
 
@@ -47,10 +50,18 @@ def plan_dict(spec: CampaignSpec, sets: list[str] | None = None) -> dict[str, An
         "source": spec.source,
         "sets": list(sets or []),  # --set overrides given at start; `campaign resume` reapplies them
         "num_conditions": len(spec.conditions),
-        "seeds": list(spec.base.campaign.seeds),
+        "seeds": list(spec.base.campaign.run_seeds),
         "total_steps": sum(r.max_steps for r in spec.runs),
         "runs": [run_entry(r) for r in spec.runs],
-    }
+    } | ({"sequential": seq} if (seq := design(spec)) is not None else {})
+
+
+def summary_line(spec: CampaignSpec, plan: dict[str, Any]) -> str:
+    """The line under `retrain campaign plan`'s table (Rich markup)."""
+    if plan.get("sequential"):
+        return plan_summary(plan["sequential"], len(spec.conditions), len(spec.runs))
+    return (f"{len(spec.conditions)} conditions × {len(spec.base.campaign.seeds)} seeds = "
+            f"[bold]{len(spec.runs)} runs[/], {plan['total_steps']} steps in total")
 
 
 def diff_plans(old: dict[str, Any], new: dict[str, Any], *, limit: int = 12) -> list[str]:
@@ -80,4 +91,5 @@ def _flat(nested: dict[str, Any]) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, t in nested.items() if isinstance(t, dict) for k, v in t.items()}
 
 
-__all__ = ["diff_plans", "flat_dict", "hash_runs", "plan_dict", "run_entry", "spec_hash"]
+__all__ = ["diff_plans", "flat_dict", "hash_runs", "plan_dict", "run_entry", "spec_hash",
+           "summary_line"]

@@ -7,6 +7,7 @@ analysis packages, so a report can be re-made from a finished campaign at any ti
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,8 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say,
     by_cond = {g["condition"]: g for g in gains}
     for row in rows:
         row["gain"] = by_cond.get(row["condition"])
+    findings, audited = _audit(spec, runs)
+    manifest.data["audit"] = [dataclasses.asdict(f) for f in findings] if audited else None
     counts = manifest.counts()
     failed = {n: r for n, r in manifest.runs.items() if r["status"] == "failed"}
     lines = [
@@ -103,6 +106,15 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say,
         str(render_comparison(rows, "md")).rstrip(),
         "",
     ]
+    if audited:
+        from retrain.analysis.audit import audit_md
+
+        lines += ["## Intervention audit", "",
+                  "What did not happen, per condition (docs/analysis.md, \"Intervention audit\").", "",
+                  audit_md(findings, audited).rstrip(), ""]
+    from retrain.campaign.sequential import summary_lines as sequential_lines
+
+    lines += sequential_lines(manifest.data)  # the looks of seeds_policy = "until_decided"
     sq = manifest.data.get("squeeze") or {}
     if "squeeze/recommended_rank" in sq:
         lines += ["## LoRA-Squeeze", "",
@@ -118,10 +130,26 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say,
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     show(render_gains_rich(gains))
     show(summary_table(rows, last_n=last_n, metric=DEFAULT_METRIC))
+    if audited:
+        from retrain.analysis.audit import audit_rich
+
+        show(audit_rich(findings, audited))
     for name, rec in failed.items():
         last = (rec.get("error") or "").strip().splitlines()[-1:] or [""]
         say(f"[red]failed[/] {name}: {escape(last[0])}")
     return rows
+
+
+def _audit(spec: CampaignSpec, runs: list[Any]) -> tuple[list[Any], list[str]]:
+    """The intervention audit of the campaign's runs with its `[audit]` thresholds (none when off)."""
+    cfg = spec.base.audit
+    if not cfg.enabled:
+        return [], []
+    from retrain.analysis.audit import AuditThresholds, audit_runs, audited_conditions
+
+    thresholds = AuditThresholds(no_signal_frac=cfg.no_signal_frac,
+                                 max_token_hit_rate=cfg.max_token_hit_rate)
+    return audit_runs(runs, thresholds), audited_conditions(runs)
 
 
 def _ci(row: dict[str, Any], key: str) -> str:

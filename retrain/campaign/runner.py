@@ -3,6 +3,7 @@
 The campaign process is the only writer of manifest.json. Runs write only inside their own run
 dir. Interrupts: the first Ctrl+C/SIGTERM creates `<out>/STOP` (every run checkpoints after its
 current step and is marked interrupted), the second stops at once; exit code 130.
+Under `seeds_policy = "until_decided"` runs are trained look by look (campaign/sequential.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from retrain.campaign import sequential
 from retrain.campaign.grid import CampaignSpec
 from retrain.campaign.manifest import MANIFEST, Manifest, now, pending_record
 from retrain.campaign.plan import diff_plans, hash_runs, plan_dict
@@ -46,21 +48,29 @@ def prepare(spec: CampaignSpec, out: Path, *, source_text: str, sets: list[str],
         if old is None:
             old = plan_from_run_dirs(out, plan)
             _report(say, f"{out / 'plan.json'} was damaged; rebuilt it from the run directories")
-        if old.get("spec_hash") != plan["spec_hash"]:
-            changes = diff_plans(old, plan)
+        manifest = Manifest.load(out)
+        spec_changed = old.get("spec_hash") != plan["spec_hash"]
+        recorded = manifest.data.get("sequential") if manifest is not None else None
+        redesigned = sequential.design_changes(recorded or old.get("sequential"),
+                                               plan.get("sequential"))
+        if spec_changed or redesigned:
+            changes = (diff_plans(old, plan) if spec_changed else []) + redesigned
             if not force:
                 lines = "\n".join(f"  - {c}" for c in changes) or "  - (run settings differ)"
                 raise ResumeError(f"{out}: the campaign spec changed since it started:\n{lines}\n"
                                   "resume with the original file, or pass --force to continue "
-                                  "(changed runs restart from scratch)")
+                                  "(changed runs restart from scratch"
+                                  + ("; the sequential looks are taken again" if recorded else "")
+                                  + ")")
             atomic_write_text(out / "campaign.toml", source_text)  # later resumes use the new spec
-        manifest = Manifest.load(out)
         if manifest is None:
             if (out / MANIFEST).exists():
                 _report(say, f"{out / MANIFEST} was damaged; rebuilt it from plan.json and the "
                              "run directories")
             manifest = Manifest.rebuild(out, old)
         _reconcile(manifest, old, plan, out)
+        # a forced change may have restarted runs that recorded looks read: take them again
+        sequential.sync(manifest.data, plan.get("sequential"), restart=spec_changed)
         atomic_write_json(out / "plan.json", plan)
         manifest.data["spec_hash"] = plan["spec_hash"]
         manifest.data["status"] = "running"
@@ -71,7 +81,11 @@ def prepare(spec: CampaignSpec, out: Path, *, source_text: str, sets: list[str],
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "campaign.toml", source_text)
     atomic_write_json(out / "plan.json", plan)
-    return Manifest.create(out, plan), False
+    manifest = Manifest.create(out, plan)
+    if plan.get("sequential"):
+        sequential.sync(manifest.data, plan["sequential"], restart=False)  # pre-registered
+        manifest.save()
+    return manifest, False
 
 
 def _report(say: Any, text: str) -> None:
@@ -212,6 +226,7 @@ class CampaignRunner:
         self.lock = threading.Lock()
         self.display: Any = None
         self.stop_requested = False
+        self.watcher: _ProgressWatcher | None = None
 
     # --- events from the executor (called in the campaign process) -------------------------
     def on_event(self, event: str, name: str, outcome: RunOutcome | None) -> None:
@@ -266,28 +281,73 @@ class CampaignRunner:
 
     def run(self) -> int:
         (self.out / STOP_FILE).unlink(missing_ok=True)
-        if any(r["status"] != "done" for r in self.manifest.runs.values()):
+        if any(r["status"] not in ("done", sequential.SKIPPED) for r in self.manifest.runs.values()):
             self.prepare_models()
-        retries = self.spec.base.campaign.max_retries
-        first_round = True
-        watcher = _ProgressWatcher(self)
-        watcher.start()
+        self.watcher = _ProgressWatcher(self)
+        self.watcher.start()
         try:
-            while not self.stop_requested:
-                todo = self._todo(retrying=not first_round, max_retries=retries)
-                if not todo:
-                    break
-                tasks = [_task(self.spec, self.out, n, self.manifest.runs[n]) for n in todo]
-                self.manifest.save()
-                self.executor.run(tasks, self.on_event)
-                first_round = False
+            if self.manifest.data.get("sequential"):
+                self._run_sequential()
+            else:
+                self._rounds(None)
         finally:
-            watcher.stop()
+            self.watcher.stop()
         return self.finish()
 
-    def _todo(self, *, retrying: bool, max_retries: int) -> list[str]:
+    def _rounds(self, scope: list[str] | None) -> None:
+        """Train the runs of `scope` (None: all) that are not done, then retry the failed ones
+        up to campaign.max_retries times."""
+        retries = self.spec.base.campaign.max_retries
+        first_round = True
+        while not self.stop_requested:
+            todo = self._todo(retrying=not first_round, max_retries=retries, scope=scope)
+            if not todo:
+                break
+            tasks = [_task(self.spec, self.out, n, self.manifest.runs[n]) for n in todo]
+            self.manifest.save()
+            self.executor.run(tasks, self.on_event)
+            first_round = False
+
+    def _run_sequential(self) -> None:
+        """Look by look: train the runs the next look needs, take the look once all of them are
+        done, skip what the decisions made unnecessary; stop when every look is taken, every
+        condition is decided, a run of the look did not finish, or a stop was requested."""
+        state = self.manifest.data["sequential"]
+        self._skip(state)
+        while not self.stop_requested:
+            names = sequential.scope(state, self.manifest.runs)
+            if not names:
+                break
+            self._rounds(names)
+            if any(self.manifest.runs[n]["status"] != "done" for n in names):
+                break  # failed after its retries, or interrupted: resume continues this look
+            self._look(state, names)
+
+    def _look(self, state: dict[str, Any], names: list[str]) -> None:
+        planned = {r.name: r.run_dir for r in self.spec.runs}
+        dirs = {n: contained_run_dir(self.out, planned[n]) for n in names}
+        with self.lock:
+            look = sequential.take_look(state, self.manifest.runs, dirs, time=now(),
+                                        last_n=self.spec.base.campaign.compare_last_n)
+        self._skip(state)
+        for line in sequential.look_lines(look, len(state["looks_planned"])):
+            self._say(escape(line))
+
+    def _skip(self, state: dict[str, Any]) -> None:
+        """Mark the runs no look needs any more as skipped (and save), and size the display."""
+        with self.lock:
+            sequential.mark_skipped(state, self.manifest.runs)
+            self.manifest.save()
+        if self.watcher is not None:
+            self.watcher.set_total(sum(r["status"] != sequential.SKIPPED
+                                       for r in self.manifest.runs.values()))
+
+    def _todo(self, *, retrying: bool, max_retries: int, scope: list[str] | None = None) -> list[str]:
         out = []
+        allowed = set(scope) if scope is not None else None
         for name, rec in self.manifest.runs.items():
+            if allowed is not None and name not in allowed:
+                continue
             st = rec["status"]
             if st in ("pending", "interrupted", "running"):
                 if not retrying:
@@ -355,13 +415,19 @@ class _ProgressWatcher:
             from retrain.sinks.console import CampaignDisplay
 
             runs = self.runner.manifest.runs
-            self.display = CampaignDisplay(len(runs), title=self.runner.spec.name,
+            active = sum(r["status"] != sequential.SKIPPED for r in runs.values())
+            self.display = CampaignDisplay(active, title=self.runner.spec.name,
                                            mode=self.runner.console_mode)
             self.display.start()
             for n, r in runs.items():
                 if r["status"] == "done":
                     self.display.update(n, r["max_steps"], r["max_steps"], {}, status="done")
         self._thread.start()
+
+    def set_total(self, total: int) -> None:
+        """Runs the display counts: skipped runs (sequential seeds) never finish."""
+        if self.display is not None:
+            self.display.total_runs = total
 
     def stop(self) -> None:
         self._stop.set()
@@ -381,7 +447,7 @@ class _ProgressWatcher:
         changed = False
         for name, rec in list(r.manifest.runs.items()):
             status = rec["status"]
-            if status == "pending" or self._shown.get(name) == status:
+            if status in ("pending", sequential.SKIPPED) or self._shown.get(name) == status:
                 continue
             last = last_jsonl(r.out / "runs" / name / "metrics.jsonl", accept=_is_training_row)
             step = int(last.get("step", 0)) if last else 0

@@ -1,4 +1,4 @@
-"""`retrain analyze compare|plot|export|diff` and `retrain status`: thin shells over
+"""`retrain analyze compare|plot|export|diff|audit` and `retrain status`: thin shells over
 `retrain.analysis`, which reads run dirs only (no torch, no trainer).
 """
 
@@ -113,7 +113,23 @@ def compare(
 
     rows = comparison_rows(path, metric=metric, last_n=last, baseline=baseline, stat=stat.value,
                            ci=ci.value, test=test.value, threshold=threshold, level=level)
-    _emit(render_comparison(rows, fmt.value), out)
+    _emit(_with_audit(render_comparison(rows, fmt.value), path, fmt), out)
+
+
+def _with_audit(result: RenderableType, path: Path, fmt: Fmt) -> RenderableType:
+    """`analyze compare` in table or md form ends with the intervention audit of the same runs
+    (csv and json stay one table; `analyze audit` gives the audit alone)."""
+    if fmt not in (Fmt.table, Fmt.md):
+        return result
+    from rich.console import Group
+
+    from retrain.analysis.audit import audit_path, render_audit
+
+    findings, conditions = audit_path(path)
+    audit = render_audit(findings, conditions, fmt.value)
+    if isinstance(result, str) and isinstance(audit, str):
+        return result.rstrip("\n") + "\n\n" + audit
+    return Group(result, "", audit)
 
 
 @analyze_app.command("plot")
@@ -170,6 +186,69 @@ def diff(
     from retrain.analysis.export import diff_runs, render_diff
 
     _emit(render_diff(diff_runs(run_a, run_b, last_n=last), fmt.value), out)
+
+
+@analyze_app.command("weight-change")
+@handles_errors
+def weight_change(
+    adapter_a: Annotated[Path, typer.Argument(help="First adapter dir (A), or a run dir (its adapter/).")],
+    adapter_b: Annotated[Path, typer.Argument(help="Second adapter dir (B), or a run dir (its adapter/).")],
+    base: Annotated[Path | None, typer.Option(help="Base model dir, for changes relative to its weights (default: adapter_config.json's base_model_name_or_path if it is a local model dir).")] = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="One row per LoRA module as well as the total.")] = False,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format.")] = Fmt.table,
+    out: Annotated[Path | None, typer.Option(help="Write md/csv/json to this file instead of stdout.")] = None,
+) -> None:
+    """How far adapter B moved the weights from adapter A: ||dW_B - dW_A||_F per LoRA module and
+    in total, relative to the base weights' norm when the base model is found."""
+    from retrain.analysis.weight_change import render_weight_change
+    from retrain.analysis.weight_change import weight_change as compute
+
+    _emit(render_weight_change(compute(adapter_a, adapter_b, base=base), fmt.value,
+                               per_layer=per_layer), out)
+
+
+@analyze_app.command("audit")
+@handles_errors
+def audit(
+    path: PathArg,
+    no_signal_frac: Annotated[float | None, typer.Option(help="Flag a condition when more than this share of its groups had equal rewards (default: the campaign's [audit] no_signal_frac, else 0.9).")] = None,
+    max_token_hit_rate: Annotated[float | None, typer.Option(help="Flag a condition whose completions hit training.max_tokens more often than this (default: [audit] max_token_hit_rate, else 0.5).")] = None,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format.")] = Fmt.table,
+    out: Annotated[Path | None, typer.Option(help="Write md/csv/json to this file instead of stdout.")] = None,
+) -> None:
+    """What did not happen, per condition: identical conditions, interventions that never acted,
+    runs without learning signal, adapters that never moved. Reads run dirs only."""
+    from retrain.analysis.audit import audit_path, render_audit, thresholds_for
+
+    thresholds = thresholds_for(path if path.is_dir() else path.parent, no_signal_frac=no_signal_frac,
+                                max_token_hit_rate=max_token_hit_rate)
+    findings, conditions = audit_path(path, thresholds)
+    _emit(render_audit(findings, conditions, fmt.value, thresholds), out)
+
+
+@analyze_app.command("power")
+@handles_errors
+def power(
+    path: PathArg,
+    metric: Annotated[str | None, typer.Option(help="metrics.jsonl key, summarised per run by --stat as in 'analyze compare' (default: each run's eval gain over its own initial eval).")] = None,
+    stat: Annotated[Stat | None, typer.Option(help="Per-run statistic of --metric (default last_n; alone it applies to correct_rate).")] = None,
+    last: Annotated[int, typer.Option("--last", help="N for the mean over each run's last N logged steps.")] = 10,
+    baseline: Annotated[str | None, typer.Option(help="Condition to pair with (default grpo+none if present, else the first).")] = None,
+    alpha: Annotated[float, typer.Option(help="Two-sided significance level of the paired t-test.")] = 0.05,
+    power: Annotated[float, typer.Option("--power", help="Chance of detecting the effect that the seeds-needed figures ask for.")] = 0.8,
+    effect: Annotated[float | None, typer.Option(help="Also give the seeds needed for this difference, in the metric's units (> 0).")] = None,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format.")] = Fmt.table,
+    out: Annotated[Path | None, typer.Option(help="Write md/csv/json to this file instead of stdout.")] = None,
+) -> None:
+    """Per condition against the baseline, from its per-seed differences: the smallest difference
+    the seeds so far can detect (MDE) and the seeds a paired t-test needs for the observed
+    difference and for --effect, also at the Holm worst case alpha/m."""
+    from retrain.analysis.loading import collect_runs
+    from retrain.analysis.power import power_rows, render_power
+
+    rows = power_rows(collect_runs(path), metric=metric, stat=stat.value if stat else None,
+                      last_n=last, baseline=baseline, alpha=alpha, power=power, effect=effect)
+    _emit(render_power(rows, fmt.value), out)
 
 
 @handles_errors

@@ -36,7 +36,7 @@ def plan(
     """Expand the grid and print every run (nothing is trained or written, no plugin code runs)."""
     from retrain.analysis.formats import Col, FitTable, print_result
     from retrain.campaign.grid import load_campaign
-    from retrain.campaign.plan import plan_dict
+    from retrain.campaign.plan import plan_dict, summary_line
 
     spec = load_campaign(file, set_ or [], plugins="locate")
     data = plan_dict(spec)
@@ -54,8 +54,7 @@ def plan(
         table.add_row(str(i), run.name, Text(run.condition, style="cyan"), str(run.seed),
                       str(run.max_steps), Text(ov, style="dim"))
     print_result(console, table)
-    console.print(f"{len(spec.conditions)} conditions × {len(spec.base.campaign.seeds)} seeds = "
-                  f"[bold]{len(spec.runs)} runs[/], {data['total_steps']} steps in total")
+    console.print(summary_line(spec, data))
 
 
 
@@ -167,7 +166,8 @@ def _execute(spec, out_dir: Path, *, source_text: str, sets: list[str], force: b
     if mode != "none":
         counts = manifest.counts()
         what = "resuming" if resumed else "starting"
-        err_console.print(f"{what} campaign '{spec.name}' → {out_dir}: {len(spec.runs)} runs "
+        upto = "up to " if manifest.data.get("sequential") else ""  # sequential seeds
+        err_console.print(f"{what} campaign '{spec.name}' → {out_dir}: {upto}{len(spec.runs)} runs "
                           f"({counts['done']} done already)")
     code = 0
     try:

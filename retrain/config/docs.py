@@ -41,6 +41,10 @@ SECTION_INTRO: dict[str, str] = {
     "logging": "Console lines, emergence logs and wandb ([logging](logging.md)).",
     "squeeze": "LoRA rank analysis of the first finished run of a campaign ([squeeze](squeeze.md)). "
                "Campaign-level: not part of a run's identity.",
+    "curriculum": "Multi-phase runs: how often the `[[phases]]` list repeats ([phases](phases.md)). "
+                  "Only with `[[phases]]`.",
+    "probe": "Multi-phase runs: probes of the earlier phases and rollback of the adapter "
+             "([phases](phases.md#probes-and-rollback)). Only with `[[phases]]`.",
     "audit": "Thresholds of the intervention audit run at the end of a campaign and by "
              "`retrain analyze audit` ([analysis](analysis.md#retrain-analyze-audit-dir)). "
              "Campaign-level: not part of a run's identity.",
@@ -58,6 +62,12 @@ SECTION_RULES: dict[str, tuple[str, ...]] = {
     "backpressure": ("`min_size` must be <= `max_size`.",
                      "`increase_margin` must be <= `throttle_margin`."),
     "squeeze": ("`compress_to` must be <= `lora.rank`.",),
+    "campaign": ("`min_seeds`, `max_seeds`, `seed_batch`, `sequential_alpha` and "
+                 "`sequential_baseline` set to anything but their defaults need "
+                 "`seeds_policy = \"until_decided\"` ([sequential seeds](campaigns.md#sequential-seeds)).",
+                 "With `until_decided`: `min_seeds` must be <= `max_seeds`; `seeds` may list at "
+                 "most `max_seeds` seeds; `sequential_baseline` must be a condition's label; the "
+                 "campaign needs at least two conditions.",),
     "gtpo": ("Setting any key here while `algorithm.transform_mode` has no `gtpo` is an error "
              "in a run file (see above).",),
     "hicra": ("Setting any key here while `algorithm.transform_mode` has no `hicra` is an error "
@@ -104,8 +114,12 @@ every key is optional; `retrain config show FILE` prints the fully resolved conf
 - **`[squeeze]`:** an empty `[squeeze]` table alone turns the analysis on (`enabled = true`
   is implied unless `enabled` is given).
 - **Shorthand:** a top-level `model = "tiny"` means `[model] name = "tiny"`.
-- **Run identity:** `[campaign]` and `[squeeze]` describe the campaign, not the run. They are
-  left out of a run's `config.toml` and of its config hash.
+- **Run identity:** `[campaign]`, `[squeeze]` and `[audit]` describe the campaign, not the run.
+  They are left out of a run's `config.toml` and of its config hash.
+- **`[[phases]]`:** an array of tables, one per phase of a multi-phase run: `name`, `steps`, and
+  the keys the phase changes (`data.*`, `optimizer.lr`, a few `training.*` and `eval.*` keys).
+  `[curriculum]` and `[probe]` only go with it, and `training.max_steps` becomes rounds × the
+  phases' steps. Every key and rule: [multi-phase runs](phases.md#configuration).
 - **Plugins:** keys that accept `package.module:function` import that function when the config is
   validated, so a missing module is reported before training starts. So are a missing data file
   and, with `logging.wandb_project` set, a missing `wandb` package.

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from retrain.config.phases import PhaseConfig
 from retrain.config.schema import (
     SECTIONS,
     RetrainConfig,
@@ -257,6 +258,34 @@ def cross_field_problems(cfg: RetrainConfig, explicit: set[str], *, strict_secti
                      f"the '{cfg.model.name}' model's layers are {hidden} wide, got {cfg.lora.rank}")
     if cfg.squeeze.compress_to > 0 and cfg.squeeze.compress_to > cfg.lora.rank:
         p.append(f"{prefix}squeeze.compress_to: must be <= lora.rank ({cfg.lora.rank}), got {cfg.squeeze.compress_to}")
+    p.extend(prefix + m for m in _seeds_policy_problems(cfg, explicit))
+    return p
+
+
+SEQUENTIAL_KEYS = ("min_seeds", "max_seeds", "seed_batch", "sequential_alpha", "sequential_baseline")
+
+
+def _seeds_policy_problems(cfg: RetrainConfig, explicit: set[str]) -> list[str]:
+    """[campaign] seeds_policy and its keys (docs/campaigns.md#sequential-seeds)."""
+    from retrain.config.schema import MAX_SEED
+
+    c = cfg.campaign
+    if c.seeds_policy != "until_decided":
+        # a rendered config (config show, a run's config.toml) writes every key at its default
+        defaults = type(c)()
+        given = [k for k in SEQUENTIAL_KEYS if f"campaign.{k}" in explicit
+                 and getattr(c, k) != getattr(defaults, k)]
+        return [f"campaign.{given[0]}: only used with campaign.seeds_policy = 'until_decided'; "
+                f"set that, or remove the key"] if given else []
+    p: list[str] = []
+    if c.min_seeds > c.max_seeds:
+        p.append(f"campaign.min_seeds: must be <= campaign.max_seeds ({c.max_seeds}), got {c.min_seeds}")
+    if len(c.seeds) > c.max_seeds:
+        p.append(f"campaign.seeds: lists {len(c.seeds)} seeds, more than campaign.max_seeds "
+                 f"({c.max_seeds}) can use; raise max_seeds or drop seeds")
+    elif c.seeds and max(c.seeds) + c.max_seeds - len(c.seeds) > MAX_SEED:
+        p.append(f"campaign.seeds: the seeds added after max(seeds) = {max(c.seeds)} would pass "
+                 f"{MAX_SEED}; list all {c.max_seeds} seeds or use smaller ones")
     return p
 
 
@@ -314,8 +343,16 @@ def build_config(raw: Mapping[str, Any], *, source: str | None = None, strict_se
                  plugins: str = "import", prefix: str = "") -> tuple[RetrainConfig, set[str]]:
     """Validate a raw TOML dict into a canonical RetrainConfig; raises ConfigError with every
     problem. `plugins`: how user code is checked (see plugin_problems)."""
+    raw = dict(raw)
+    phases_raw = raw.pop("phases", None)
     built, problems, explicit = parse_sections(raw, prefix=prefix)
     cfg = RetrainConfig(**built)
+    if phases_raw is not None:
+        cfg, phase_problems = _with_phases(cfg, raw, phases_raw, explicit, prefix=prefix)
+        problems += phase_problems
+    else:
+        problems += [f"{prefix}{k}: only for multi-phase runs; add [[phases]] tables or remove it"
+                     for k in sorted(explicit) if k.split(".")[0] in ("curriculum", "probe")]
     # With a bad transform_mode the check of unused transform tables would judge them against
     # the default mode: a second, wrong message
     bad_mode = any(q.startswith(f"{prefix}algorithm.transform_mode:") for q in problems)
@@ -326,6 +363,37 @@ def build_config(raw: Mapping[str, Any], *, source: str | None = None, strict_se
     if problems:
         raise ConfigError(problems, source=source)
     return canonical(cfg), explicit
+
+
+def _with_phases(cfg: RetrainConfig, raw: Mapping[str, Any], phases_raw: Any, explicit: set[str],
+                 *, prefix: str) -> tuple[RetrainConfig, list[str]]:
+    """The config with its [[phases]] (each phase's overrides validated by building the phase's
+    whole config) and training.max_steps = rounds × Σ steps."""
+    from retrain.config.phases import parse_phases, total_steps
+
+    phases, problems = parse_phases(phases_raw)
+    problems = [f"{prefix}{p}" for p in problems]
+    if problems:
+        return cfg, problems
+    total = total_steps(phases, cfg.curriculum.rounds)
+    if "training.max_steps" in explicit and cfg.training.max_steps != total:
+        problems.append(f"{prefix}training.max_steps: a multi-phase run lasts curriculum.rounds × "
+                        f"the phases' steps = {total} steps; remove training.max_steps "
+                        f"(it is {cfg.training.max_steps})")
+    checked: list[PhaseConfig] = []
+    for i, phase in enumerate(phases):
+        try:
+            base = {k: v for k, v in raw.items() if k not in ("curriculum", "probe")}
+            pcfg, _ = build_config(apply_dotted(base, dict(phase.overrides)), strict_sections=False,
+                                   plugins="skip", prefix=f"{prefix}phases[{i}] ({phase.name}): ")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        flat = {f"{s}.{k}": getattr(getattr(pcfg, s), k) for s, k in
+                (key.split(".", 1) for key, _ in phase.overrides)}
+        checked.append(dataclasses.replace(phase, overrides=tuple((k, flat[k]) for k, _ in phase.overrides)))
+    training = dataclasses.replace(cfg.training, max_steps=total)
+    return dataclasses.replace(cfg, training=training, phases=tuple(checked)), problems
 
 
 # --- overrides ---------------------------------------------------------------------------------

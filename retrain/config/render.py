@@ -16,12 +16,16 @@ import tomli_w
 from retrain.config.schema import CAMPAIGN_ONLY_SECTIONS, SECTIONS, RetrainConfig, inactive_sections
 
 
-def config_to_dict(cfg: RetrainConfig, *, for_run: bool = False) -> dict[str, dict[str, Any]]:
-    """Nested plain dict. `for_run`: leave out campaign-level tables ([campaign], [squeeze])."""
+def config_to_dict(cfg: RetrainConfig, *, for_run: bool = False) -> dict[str, Any]:
+    """Nested plain dict. `for_run`: leave out campaign-level tables ([campaign], [squeeze]).
+    A multi-phase run's `phases` is a list of tables (dotted keys), the TOML `[[phases]]`; the
+    [curriculum] and [probe] tables appear only with it."""
     skip = set(inactive_sections(cfg))
     if for_run:
         skip |= set(CAMPAIGN_ONLY_SECTIONS)
-    out: dict[str, dict[str, Any]] = {}
+    if not cfg.phases:
+        skip |= {"curriculum", "probe"}
+    out: dict[str, Any] = {}
     for name in SECTIONS:
         if name in skip:
             continue
@@ -33,6 +37,8 @@ def config_to_dict(cfg: RetrainConfig, *, for_run: bool = False) -> dict[str, di
                 continue
             table[f.name] = list(value) if isinstance(value, tuple) else value
         out[name] = table
+    if cfg.phases:
+        out["phases"] = [p.as_table() for p in cfg.phases]
     return out
 
 
@@ -49,4 +55,5 @@ def config_hash(cfg: RetrainConfig) -> str:
 
 def flat_dict(cfg: RetrainConfig, *, for_run: bool = True) -> dict[str, Any]:
     """{'section.key': value} — for diffs and for wandb run config."""
-    return {f"{s}.{k}": v for s, t in config_to_dict(cfg, for_run=for_run).items() for k, v in t.items()}
+    return {f"{s}.{k}": v for s, t in config_to_dict(cfg, for_run=for_run).items()
+            if isinstance(t, dict) for k, v in t.items()}

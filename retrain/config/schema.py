@@ -20,6 +20,7 @@ from retrain.algo.modes import (  # algorithm names are spelled there, once
     transform_parts,
 )
 from retrain.backend.registry import BACKENDS
+from retrain.config.phases import PhaseConfig
 
 DEFAULT_PLANNING_GRAMS = (
     "wait let me", "let me think", "on second thought", "let me check", "let me verify",
@@ -219,6 +220,19 @@ class SqueezeConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CurriculumConfig:
+    rounds: int = _f(1, "multi-phase runs: times the [[phases]] list is trained in order (docs/phases.md)", ge=1, le=1000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeConfig:
+    every: int = _f(0, "multi-phase runs: probe the earlier phases' held-out sets every N steps of a phase (0 = never)", ge=0)
+    max_drop: float = _f(0.05, "roll the adapter back to the last good ledger entry when an earlier phase's probe accuracy falls more than this below its value at that phase's commit", ge=0, le=1)
+    lr_decay_on_rollback: float = _f(1.0, "multiply the learning rate by this at each rollback (1 = keep it)", gt=0, le=1)
+    size: int = _f(100, "held-out problems per phase in a probe (at most the phase's eval.size)", ge=1)
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuditConfig:
     enabled: bool = _f(True, "run the intervention audit at the end of a campaign (also `retrain analyze audit DIR`)")
     no_signal_frac: float = _f(0.9, "flag a run when more than this share of its groups had equal rewards (zero advantage, no learning signal)", ge=0, le=1)
@@ -228,7 +242,7 @@ class AuditConfig:
 @dataclass(frozen=True, kw_only=True)
 class CampaignConfig:
     name: str = _f("", "campaign name (default: the file's stem); a plain directory name: letters, digits, . _ + = ~ -, not starting with '.'")
-    seeds: tuple[int, ...] = _f((42,), "seeds; every condition runs once per seed", ge=0, le=MAX_SEED)
+    seeds: tuple[int, ...] = _f((42,), "seeds; every condition runs once per seed (until_decided: the seeds to use first, in order)", ge=0, le=MAX_SEED)
     executor: str = _f("auto", "auto (inprocess for 1 worker, else pool), inprocess, pool, or ray", choices=("auto", "inprocess", "pool", "ray"))
     max_workers: int = _f(1, "runs at once (pool workers or Ray tasks in flight)", ge=1)
     threads_per_worker: int = _f(0, "torch threads per worker (0 = cores / workers)", ge=0)
@@ -238,6 +252,21 @@ class CampaignConfig:
     num_cpus: float = _f(1.0, "Ray: CPUs per run", gt=0)
     num_gpus: float = _f(0.0, "Ray: GPUs per run", ge=0)
     compare_last_n: int = _f(10, "the comparison averages the last N steps", ge=1)
+    seeds_policy: str = _f("fixed", "fixed: every condition runs every seed; until_decided: seeds are added in batches until a sequential test against the baseline decides each condition", choices=("fixed", "until_decided"))
+    min_seeds: int = _f(3, "until_decided: seeds every condition runs before the first look", ge=2)
+    max_seeds: int = _f(12, "until_decided: the most seeds a condition runs (the last look); seeds beyond `seeds` are max(seeds)+1, +2, …", ge=2, le=100)
+    seed_batch: int = _f(3, "until_decided: seeds added after each look to the conditions not yet decided (and the baseline)", ge=1)
+    sequential_alpha: float = _f(0.05, "until_decided: two-sided false-positive rate of each condition's test, over all its looks together", gt=0, le=0.5)
+    sequential_baseline: str = _f("", "until_decided: the condition label every other condition is tested against (empty: grpo+none when the campaign has it, else the first condition)")
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds runs are planned for: `seeds`; under until_decided, max_seeds of them:
+        `seeds` in order, then max(seeds)+1, max(seeds)+2, … (runs are scheduled look by look)."""
+        if self.seeds_policy != "until_decided" or not self.seeds:
+            return self.seeds
+        extra = self.max_seeds - len(self.seeds)
+        return self.seeds[: self.max_seeds] + tuple(max(self.seeds) + 1 + i for i in range(extra))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,8 +285,12 @@ class RetrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     squeeze: SqueezeConfig = field(default_factory=SqueezeConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
+    # [[phases]]: a multi-phase run (retrain/config/phases.py); () for an ordinary run
+    phases: tuple[PhaseConfig, ...] = ()
 
     # Derived values are properties, never written back.
     @property
@@ -289,6 +322,7 @@ SECTIONS: dict[str, type] = {
     "gtpo": GtpoConfig, "hicra": HicraConfig, "sepa": SepaConfig,
     "backpressure": BackpressureConfig, "data": DataConfig, "eval": EvalConfig,
     "logging": LoggingConfig, "squeeze": SqueezeConfig,
+    "curriculum": CurriculumConfig, "probe": ProbeConfig,
     "audit": AuditConfig, "campaign": CampaignConfig,
 }
 

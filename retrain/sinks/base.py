@@ -134,9 +134,17 @@ class SinkSet:
     def log_checkpoint(self, step: int, path: Path) -> None:
         self._each("log_checkpoint", lambda s: s.log_checkpoint(step, path))
 
+    def note(self, line: str) -> None:
+        """A line of text for the people watching (sinks with a `note` method print it)."""
+        self._each("note", lambda s: getattr(s, "note", _ignore)(line), fatal=False)
+
     def finish(self, summary: Mapping[str, Any], *, fatal: bool = True) -> None:
         """`fatal=False` on the way out of a failed run: the first error is the one to report."""
         self._each("finish", lambda s: s.finish(summary), fatal=fatal)
+
+
+def _ignore(line: str) -> None:
+    return None
 
 
 class NullSink:

@@ -163,6 +163,10 @@ class ConsoleSink(NullSink):
         self._say(*self.report.checkpoint(step, path))
         self._refresh()
 
+    def note(self, line: str) -> None:
+        self._say(line)
+        self._refresh()
+
     def finish(self, summary: Mapping[str, Any]) -> None:
         lines = self.report.finish(summary)
         self._refresh()

@@ -64,6 +64,9 @@ class RunLogSink(NullSink):
     def log_checkpoint(self, step: int, path: Path) -> None:
         self._write(self.report.checkpoint(step, path))
 
+    def note(self, line: str) -> None:
+        self._write([line])
+
     def finish(self, summary: Mapping[str, Any]) -> None:
         self._write(self.report.finish(summary))
 

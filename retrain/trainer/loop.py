@@ -78,6 +78,10 @@ def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None =
                      bp=build_backpressure(cfg, state), custom_fn=custom_advantage(cfg),
                      eval_problems=task.eval_problems(cfg.eval.size),
                      sinks=build_sinks(info, cfg.logging, console_mode=console_mode))
+    if cfg.phases:
+        from retrain.trainer.phases import PhaseDriver
+
+        ctx.phases = PhaseDriver(ctx)
     sinks = ctx.sinks
     sinks.start(info)
     invocation_t0 = time.perf_counter()
@@ -85,6 +89,8 @@ def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None =
     status = "done"
     last: Metrics = {}
     try:
+        if ctx.phases is not None:
+            ctx.phases.resume(state.step)  # the phase of the next step (the first one when fresh)
         if not resume and cfg.eval.at_start:
             m = _evaluate(ctx)
             state.initial_eval = m
@@ -93,10 +99,13 @@ def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None =
             if stop.requested:
                 status = "interrupted"
                 break
+            if ctx.phases is not None:
+                ctx.phases.enter(step)
             last = _one_step(ctx, step)
             _check_divergence(cfg, state)
             state.wall_time_s = wall_before + (time.perf_counter() - invocation_t0)
-            if _due(step, cfg.training.save_every) and step < cfg.training.max_steps:
+            phase_end = ctx.phases is not None and ctx.phases.finish_if_last(step)
+            if (_due(step, cfg.training.save_every) or phase_end) and step < cfg.training.max_steps:
                 _checkpoint(ctx)
         state.wall_time_s = wall_before + (time.perf_counter() - invocation_t0)
         _checkpoint(ctx)
@@ -123,7 +132,9 @@ def _one_step(ctx: RunContext, step: int) -> Metrics:
     condition = ctx.condition
     t0 = time.perf_counter()
     batch_size, chunk = _sizes(cfg, bp)
-    problems = ctx.task.train_problems(state.data_cursor, batch_size)
+    phase = ctx.phases.slot_at(step).name if ctx.phases is not None else None
+    cursor = state.phase_cursors.get(phase, 0) if phase is not None else state.data_cursor
+    problems = ctx.task.train_problems(cursor, batch_size)
     sepa_lambda = sepa.lambda_for_step(step) if cfg.uses_sepa else 0.0
 
     sampled = sample_stage(ctx.backend, cfg, problems, step=step, chunk_size=chunk)
@@ -136,7 +147,10 @@ def _one_step(ctx: RunContext, step: int) -> Metrics:
     step_time = time.perf_counter() - t0
 
     state.step = step
-    state.data_cursor += batch_size
+    if phase is not None:
+        state.phase_cursors[phase] = cursor + batch_size
+    else:
+        state.data_cursor += batch_size
     state.correct_total += rewarded.correct_count
     state.completions_total += rewarded.total_count
     sepa.update(step, correct_rate=rewarded.correct_rate, exec_var=adv.exec_var)
@@ -166,6 +180,9 @@ def _one_step(ctx: RunContext, step: int) -> Metrics:
     }
     state.skipped_groups_total += adv.skipped_groups
     state.skipped_streak = state.skipped_streak + 1 if trained.skipped else 0
+    if ctx.phases is not None:
+        metrics.update(ctx.phases.fields(step))
+        metrics.update(ctx.phases.probe_if_due(step))
     if _due(step, cfg.eval.every) or step == cfg.training.max_steps:
         sinks.log_eval(step, _evaluate(ctx, step=step))
     sinks.log_step(metrics)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retrain.algo.advantages import AdvantageFn
 from retrain.algo.backpressure import BackpressureController
@@ -20,6 +21,9 @@ from retrain.sinks.base import SinkSet
 from retrain.tasks import build_task
 from retrain.tasks.base import Problem, Task
 from retrain.trainer.state import TrainerState
+
+if TYPE_CHECKING:
+    from retrain.trainer.phases import PhaseDriver
 
 
 @dataclass
@@ -36,6 +40,7 @@ class RunContext:
     custom_fn: AdvantageFn | None  # advantage_mode given as 'package.module:function'
     eval_problems: list[Problem]
     sinks: SinkSet
+    phases: PhaseDriver | None = None  # multi-phase runs ([[phases]])
 
 
 def build_engine(cfg: RetrainConfig, run_dir: Path, *, resume: bool,

@@ -43,6 +43,7 @@ def sample_stage(backend: Backend, cfg: RetrainConfig, problems: Sequence[Proble
         "sample_time_s": dt,
         "max_token_hit_rate": float(np.mean(rollouts.truncated)) if len(rollouts.truncated) else 0.0,
         "mean_completion_length": float(np.mean(np.diff(rollouts.offsets))) if len(rollouts.offsets) > 1 else 0.0,
+        "max_completion_length": int(np.max(np.diff(rollouts.offsets))) if len(rollouts.offsets) > 1 else 0,
     })
 
 

@@ -28,6 +28,12 @@ class TrainerState:
     best_eval_step: int | None = None
     initial_eval: dict[str, float] | None = None
     last_eval: dict[str, float] | None = None
+    # multi-phase runs (trainer/phases.py)
+    phase_cursors: dict[str, int] = field(default_factory=dict)  # next training problem per phase
+    phase_good: str = ""  # ledger entry of the last good adapter (what a rollback restores)
+    phase_lr_scale: float = 1.0  # product of probe.lr_decay_on_rollback over the rollbacks so far
+    phase_commit_probe: dict[str, float] = field(default_factory=dict)  # probe accuracy at each phase's commit
+    phase_records: list[dict[str, Any]] = field(default_factory=list)  # consolidated_metrics.json "phases"
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -104,7 +104,9 @@ def test_paired_test_holm_and_mde_by_hand(runs_dir: Path) -> None:
 def test_markdown_table_leads_with_gain_rows(runs_dir: Path) -> None:
     text = render_gains_md(gain_rows(collect_runs(runs_dir)))
     assert "| condition | n | initial ± SE | final ± SE | gain [95% CI] |" in text
-    assert "| maxrl+none | 3 | 0.500 ± 0.022 | 0.850 ± 0.021 | +0.350 [0.226, 0.474] | +0.150 | 0.070 | 0.163 |" in text
+    # two conditions against the baseline: the raw p (0.035) beside the Holm-adjusted one (0.070)
+    assert "| Δ gain | p | p (Holm) | MDE |" in text
+    assert "| maxrl+none | 3 | 0.500 ± 0.022 | 0.850 ± 0.021 | +0.350 [0.226, 0.474] | +0.150 | 0.035 | 0.070 | 0.163 |" in text
     assert "standard error over held-out problems (an SE, not a CI)" in text
     assert "95% t-interval over seeds" in text
     assert "- **maxrl+none**: learned: gain +0.350 [0.226, 0.474]; no clear difference" in text

@@ -25,6 +25,7 @@ from retrain.analysis.stats import compare_to_baseline
 from retrain.campaign.manifest import Manifest
 from retrain.campaign.report import write_comparison
 from retrain.cli import analyze_cmd
+from retrain.config.schema import AuditConfig
 
 from .conftest import command_app
 from .fakes import FakeRun, done_runs, write_campaign, write_run
@@ -101,7 +102,7 @@ def test_summary_md_compares_on_the_metric_analyze_compare_uses(tmp_path: Path) 
     assert manifest is not None
     manifest.data.setdefault("spec_hash", "abc123")
     spec = SimpleNamespace(name="ablation",
-                           base=SimpleNamespace(campaign=SimpleNamespace(compare_last_n=10)))
+                           base=SimpleNamespace(campaign=SimpleNamespace(compare_last_n=10), audit=AuditConfig()))
     shown: list[Any] = []
     write_comparison(spec, camp, manifest, say=lambda _: None, show=shown.append)  # type: ignore[arg-type]
     summary = (camp / "summary.md").read_text(encoding="utf-8")

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from retrain.campaign.manifest import Manifest
 from retrain.campaign.report import write_comparison
+from retrain.config.schema import AuditConfig
 
 # Per-seed gains; baseline grpo+none. maxrl+none: mean 0.35, s = 0.05,
 # 95% t half width 4.302653 · 0.05 / sqrt 3 = 0.124207 → [0.226, 0.474].
@@ -43,7 +44,7 @@ def _campaign(out: Path) -> Manifest:
 
 def test_summary_md_and_console_lead_with_the_gain_table(tmp_path: Path) -> None:
     manifest = _campaign(tmp_path)
-    spec = SimpleNamespace(name="t", base=SimpleNamespace(campaign=SimpleNamespace(compare_last_n=10)))
+    spec = SimpleNamespace(name="t", base=SimpleNamespace(campaign=SimpleNamespace(compare_last_n=10), audit=AuditConfig()))
     shown: list[Any] = []
     rows = write_comparison(spec, tmp_path, manifest, say=lambda _: None,  # type: ignore[arg-type]
                             show=shown.append)

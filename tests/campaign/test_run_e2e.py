@@ -620,3 +620,35 @@ def test_sigterm_to_the_process_group_interrupts_runs_not_fails_them(tmp_path: P
     res = cli("campaign", "resume", out)
     assert res.returncode == 0, show(res)
     assert_all_done(out, RUNS, max_steps=KILL_STEPS)
+
+
+AUDIT_CONDITIONS: tuple[dict[str, Any], ...] = (
+    {"advantage_mode": "maxrl", "transform_mode": "gtpo"},
+    {"advantage_mode": "maxrl", "transform_mode": "gtpo_hicra"},
+    {"advantage_mode": "maxrl", "transform_mode": "gtpo_sepa"},
+    {"advantage_mode": "maxrl", "transform_mode": "gtpo", "optimizer.lr": 0.0},
+)
+
+
+def test_audit_flags_what_did_not_happen_and_nothing_else(tmp_path: Path) -> None:
+    """The demo's situation in small: on arithmetic no planning token occurs, so HICRA's runs equal
+    GTPO's; an lr = 0 control keeps a zero LoRA delta; GTPO and SEPA act and get no finding."""
+    toml = write_campaign(tmp_path / "audit.toml", conditions=AUDIT_CONDITIONS)
+    toml.write_text(toml.read_text().replace("seeds = [1]", "seeds = [1, 2]"))
+    out = tmp_path / "out"
+    res = cli("campaign", "run", toml, "--out", out, "--executor", "inprocess")
+    assert res.returncode == 0, show(res)
+    control = "maxrl+gtpo~optimizer.lr=0.0"
+    summary = (out / "summary.md").read_text()
+    section = summary.split("## Intervention audit", 1)[1].split("\n## ", 1)[0]
+    assert "identical to maxrl+gtpo: every logged metric is equal at every step on 2 of 2" in section
+    assert "HICRA never acted on 2 seeds: no planning token occurred" in section
+    assert "the trainable weights did not change on 2 of 2 seeds (optimizer.lr is 0)" in section
+    assert "No finding: maxrl+gtpo, maxrl+gtpo_sepa." in section
+    kinds = {(f["condition"], f["kind"]) for f in manifest(out)["audit"]}
+    assert kinds == {("maxrl+gtpo_hicra", "identical"), ("maxrl+gtpo_hicra", "never_acted"),
+                     (control, "unchanged")}
+    assert "intervention audit" in res.stdout and "HICRA never acted" in res.stdout
+    res = CliRunner().invoke(app, ["analyze", "audit", str(out), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert {(f["condition"], f["kind"]) for f in json.loads(res.output)["findings"]} == kinds

@@ -10,6 +10,7 @@ import pytest
 from retrain.config import load_config
 from retrain.sinks.contract import FIELDS, validate_row
 from retrain.trainer.loop import train_run
+from retrain.trainer.phases import PHASE_FIELDS
 from retrain.trainer.stages import OFF_POLICY_KEYS
 
 from .conftest import read_jsonl, small_sets
@@ -30,5 +31,6 @@ def test_every_produced_metric_is_declared_and_every_declared_one_is_produced(
     written = set().union(*(set(r) for r in rows))
     declared = {f.name for f in FIELDS}
     # all declared fields but the sampler-mismatch ones, which only a vllm run writes
-    assert declared - written == set(OFF_POLICY_KEYS), "declared in FIELDS but never written"
+    # and the fields of multi-phase runs (tests/trainer/test_phases.py checks those)
+    assert declared - written == set(OFF_POLICY_KEYS) | set(PHASE_FIELDS), "declared in FIELDS but never written"
     assert rows[2]["kl"] is not None and rows[2]["chunk_size"] is not None

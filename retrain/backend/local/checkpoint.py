@@ -256,3 +256,29 @@ def save_final_adapter(run_dir: Path, model: PeftModel, tokenizer: PreTrainedTok
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def save_adapter_dir(model: PeftModel, path: Path) -> Path:
+    """The adapter alone (PEFT safetensors + adapter_config.json) at `path`, replaced atomically:
+    a multi-phase run's ledger entries and per-phase snapshots."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir(path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        share_tree(tmp)
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_adapter_weights(model: PeftModel, path: Path) -> None:
+    """Set the adapter's weights to those saved in `path` (by `save_adapter_dir`), bit for bit."""
+    device = next(model.parameters()).device
+    tensors = load_file(str(Path(path) / ADAPTER_FILE), device=str(device))
+    result = set_peft_model_state_dict(model, tensors)
+    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if unexpected:
+        raise ResumeError(f"{path}: adapter keys do not match the model (e.g. {unexpected[0]})")

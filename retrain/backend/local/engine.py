@@ -18,13 +18,15 @@ import torch
 from retrain.backend.base import Rollouts, SamplingParams
 from retrain.backend.local.checkpoint import (
     clean_temp_dirs,
+    load_adapter_weights,
     load_latest,
+    save_adapter_dir,
     save_checkpoint,
     save_final_adapter,
 )
 from retrain.backend.local.lora import apply_lora
 from retrain.backend.local.model import count_parameters, load_model_and_tokenizer
-from retrain.backend.local.optim import build_optimizer
+from retrain.backend.local.optim import build_optimizer, set_base_lr
 from retrain.backend.local.presets import (
     quiet_libraries,
     resolve_model_path,
@@ -83,6 +85,15 @@ class LocalBackend:
 
     def save_adapter(self) -> Path:
         return save_final_adapter(self.run_dir, self.model, self.tokenizer)
+
+    def save_adapter_to(self, path: Path) -> Path:
+        return save_adapter_dir(self.model, Path(path))
+
+    def load_adapter_from(self, path: Path) -> None:
+        load_adapter_weights(self.model, Path(path))
+
+    def set_lr(self, lr: float) -> None:
+        set_base_lr(self.optimizer, self.scheduler, lr)
 
     def close(self) -> None:
         return None  # the model is freed with this object; nothing runs in the background

@@ -40,3 +40,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig,
     else:
         sched = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.warmup_steps)
     return cast(torch.optim.lr_scheduler.LambdaLR, sched)
+
+
+def set_base_lr(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
+                lr: float) -> None:
+    """Make `lr` the schedule's base learning rate from now on (a phase of a multi-phase run):
+    the current factor of the schedule applies to it at once, and every later step scales it."""
+    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
+    for group, fn in zip(optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+        group["lr"] = lr * fn(scheduler.last_epoch)

@@ -161,6 +161,10 @@ class VllmBackend(LocalBackend):
         self._steps += 1  # the weights changed: sync before the next sample
         return stats
 
+    def load_adapter_from(self, path: Path) -> None:
+        super().load_adapter_from(path)
+        self._steps += 1  # the weights changed: sync before the next sample
+
     def close(self) -> None:
         # the engine stays up for the next run of this process (shared_engine); only this
         # run's adapter files go
