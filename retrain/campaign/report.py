@@ -115,6 +115,11 @@ def write_comparison(spec: CampaignSpec, out: Path, manifest: Any, *, say: Say,
     from retrain.campaign.sequential import summary_lines as sequential_lines
 
     lines += sequential_lines(manifest.data)  # the looks of seeds_policy = "until_decided"
+    from retrain.analysis.phase_compare import phase_comparison_md
+
+    phases_md = phase_comparison_md(runs)  # campaigns of multi-phase runs ([[phases]])
+    if phases_md:
+        lines += [phases_md.rstrip(), ""]
     sq = manifest.data.get("squeeze") or {}
     if "squeeze/recommended_rank" in sq:
         lines += ["## LoRA-Squeeze", "",
