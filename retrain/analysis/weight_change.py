@@ -148,15 +148,15 @@ def _ratio(num: float, den: float) -> float:
 
 
 def resolve_adapter_dir(path: Path) -> Path:
-    """`path` itself when it holds adapter_config.json, else a run dir's `adapter/`."""
-    path = Path(path)
-    for candidate in (path, path / "adapter"):
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-    if not path.exists():
-        raise AnalysisError(f"{path}: no such file or directory")
-    raise AnalysisError(f"{path} is not a PEFT adapter dir: no {CONFIG_NAME} in it "
-                        f"(nor in {path / 'adapter'}, as in a run dir)")
+    """`path` itself when it holds adapter_config.json, else a run dir's `adapter/` (the squeeze
+    reader's rule, its errors as analysis errors)."""
+    from retrain.squeeze.adapter import SqueezeError
+    from retrain.squeeze.adapter import resolve_adapter_dir as resolve
+
+    try:
+        return resolve(path)
+    except SqueezeError as exc:
+        raise AnalysisError(str(exc)) from None
 
 
 def _safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
@@ -200,20 +200,18 @@ def iter_tensors(path: Path, names: Iterable[str] | None = None) -> Iterator[tup
 
 
 def _read_config(adapter_dir: Path) -> dict[str, object]:
-    path = adapter_dir / CONFIG_NAME
+    """adapter_config.json of a LoRA adapter (read as squeeze reads it); DoRA and LoRA-bias
+    adapters are refused: their weight change is not s·B@A."""
+    from retrain.squeeze.adapter import SqueezeError, read_config
+
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AnalysisError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise AnalysisError(f"{path}: expected a JSON object")
-    peft_type = str(config.get("peft_type", "LORA")).upper()
-    if peft_type != "LORA":
-        raise AnalysisError(f"{path}: peft_type is {peft_type}; only LoRA adapters are compared")
+        config = read_config(adapter_dir)
+    except SqueezeError as exc:
+        raise AnalysisError(str(exc)) from None
     if config.get("use_dora") or config.get("lora_bias"):
         # DoRA rescales W0 + ΔW by a learned magnitude; a LoRA bias adds a second term
-        raise AnalysisError(f"{path}: DoRA and LoRA-bias adapters are not supported "
-                            "(their weight change is not s·B@A)")
+        raise AnalysisError(f"{adapter_dir / CONFIG_NAME}: DoRA and LoRA-bias adapters are not "
+                            "supported (their weight change is not s·B@A)")
     return config
 
 

@@ -103,12 +103,12 @@ def resolve_key(key: str, where: str) -> tuple[str | None, str | None]:
     return candidates[0], None
 
 
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_keys(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'lora': {'rank': 8}} (TOML bare dotted keys) -> {'lora.rank': 8}."""
     out: dict[str, Any] = {}
     for k, v in table.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_keys(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -119,7 +119,7 @@ def _resolve_table(table: Any, where: str, problems: list[str], *, lists: bool =
         problems.append(f"{where}: must be a table of key = value, got {type(table).__name__}")
         return {}
     out: dict[str, Any] = {}
-    for key, value in _flatten(table).items():
+    for key, value in flatten_keys(table).items():
         dotted, err = resolve_key(key, f"{where}.{key!r}" if "." in key else f"{where}.{key}")
         if err:
             problems.append(err)

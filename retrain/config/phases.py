@@ -10,7 +10,6 @@ docs/phases.md describes the keys.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,20 +44,10 @@ def allowed(dotted: str) -> bool:
     return dotted in PHASE_KEYS or dotted.startswith(PHASE_PREFIXES)
 
 
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in table.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def parse_phases(value: Any) -> tuple[tuple[PhaseConfig, ...], list[str]]:
     """The phases of a raw `phases` value, and every problem with their shape and keys (values
     are checked later, by building each phase's config)."""
-    from retrain.campaign.grid import resolve_key
+    from retrain.campaign.grid import flatten_keys, resolve_key
 
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
         return (), ["phases: must be an array of tables, one [[phases]] table per phase "
@@ -85,7 +74,7 @@ def parse_phases(value: Any) -> tuple[tuple[PhaseConfig, ...], list[str]]:
             problems.append(f"{where}.steps: give the phase's length in steps, an integer >= 1; got {steps!r}")
             steps = 1
         overrides: list[tuple[str, Any]] = []
-        for key, v in _flatten({k: v for k, v in table.items() if k not in ("name", "steps")}).items():
+        for key, v in flatten_keys({k: v for k, v in table.items() if k not in ("name", "steps")}).items():
             dotted, err = resolve_key(key, f"{where}.{key}")
             if err:
                 problems.append(err)

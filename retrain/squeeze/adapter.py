@@ -77,7 +77,7 @@ def resolve_adapter_dir(path: str | Path) -> Path:
     )
 
 
-def _read_config(adapter_dir: Path) -> dict[str, object]:
+def read_config(adapter_dir: Path) -> dict[str, object]:
     path = adapter_dir / CONFIG_NAME
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -172,7 +172,7 @@ def pair_lora_tensors(tensors: dict[str, np.ndarray]) -> list[LoraPair]:
 def load_adapter(path: str | Path) -> LoadedAdapter:
     """Read and validate an adapter directory (or a run dir holding `adapter/`)."""
     adapter_dir = resolve_adapter_dir(path)
-    config = _read_config(adapter_dir)
+    config = read_config(adapter_dir)
     tensors, dtypes, weights_file = load_tensors(adapter_dir)
     try:
         pairs = pair_lora_tensors(tensors)

@@ -215,8 +215,8 @@ def test_cli_formats_and_run_dir(app: typer.Typer, pair: tuple[Path, Path, Path]
 def test_cli_errors_exit_2(app: typer.Typer, pair: tuple[Path, Path, Path], tmp_path: Path) -> None:
     a, _, _ = pair
     other = write_adapter(tmp_path / "other", {Q: ([[1, 0]], [[1], [0]])})
-    for args, message in (([str(tmp_path / "missing"), str(a)], "no such file or directory"),
-                          ([str(tmp_path), str(a)], "is not a PEFT adapter dir"),
+    for args, message in (([str(tmp_path / "missing"), str(a)], "adapter directory not found"),
+                          ([str(tmp_path), str(a)], "is not a PEFT adapter directory"),
                           ([str(a), str(other)], f"{K} is in A")):
         result = runner.invoke(app, ["analyze", "weight-change", *args])
         assert result.exit_code == 2 and message in result.stderr, result.output

@@ -228,11 +228,14 @@ def load_latest(
 
 def clean_temp_dirs(run_dir: Path) -> list[Path]:
     """Delete the temp dirs a kill mid-write left (`checkpoints/.step_*.tmp-*`, `.old-*`,
-    `.adapter.tmp-*`); only one process writes a run dir at a time. Returns what was removed."""
+    `.adapter.tmp-*`, and those of a multi-phase run's `ledger/` and `phases/` snapshots); only
+    one process writes a run dir at a time. Returns what was removed."""
     run_dir = Path(run_dir)
     found = [*((run_dir / CHECKPOINTS).glob(".step_*.tmp-*")),
              *((run_dir / CHECKPOINTS).glob(".step_*.old-*")),
-             *run_dir.glob(".adapter.tmp-*"), *run_dir.glob(".adapter.old-*")]
+             *run_dir.glob(".adapter.tmp-*"), *run_dir.glob(".adapter.old-*"),
+             *(p for sub in ("ledger", "phases") for pattern in (".*.tmp-*", ".*.old-*")
+               for p in (run_dir / sub).glob(pattern))]
     for path in found:
         shutil.rmtree(path, ignore_errors=True)
     return found
@@ -242,30 +245,20 @@ def save_final_adapter(run_dir: Path, model: PeftModel, tokenizer: PreTrainedTok
     """Write `<run>/adapter/` atomically: the PEFT adapter and the tokenizer files, so that
     `AutoPeftModelForCausalLM.from_pretrained(adapter)` and `AutoTokenizer.from_pretrained(adapter)`
     both work from the one dir (the base model is found through adapter_config.json)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    final = run_dir / "adapter"
-    tmp = temp_dir(run_dir, prefix=".adapter.tmp-")
-    try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
-        share_tree(tmp)
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return save_adapter_dir(model, Path(run_dir) / "adapter", tokenizer)
 
 
-def save_adapter_dir(model: PeftModel, path: Path) -> Path:
-    """The adapter alone (PEFT safetensors + adapter_config.json) at `path`, replaced atomically:
-    a multi-phase run's ledger entries and per-phase snapshots."""
+def save_adapter_dir(model: PeftModel, path: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """The adapter alone (PEFT safetensors + adapter_config.json, and the tokenizer files when
+    given) at `path`, replaced atomically: the final adapter, and a multi-phase run's ledger
+    entries and per-phase snapshots."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(path.parent, prefix=f".{path.name}.tmp-")
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
         share_tree(tmp)
         _replace_dir(tmp, path)
     except BaseException:
