@@ -214,7 +214,11 @@ def _due(step: int, every: int) -> bool:
 def _evaluate(ctx: RunContext, *, step: int = 0) -> dict[str, float]:
     from retrain.trainer.stages import eval_stage
 
-    m = eval_stage(ctx.backend, ctx.cfg, ctx.task, ctx.eval_problems)
+    if ctx.phases is not None:  # a multi-phase run's eval rows: the run's own [data] held-out set
+        cfg, task = ctx.phases.base_cfg, ctx.phases.base_task
+    else:
+        cfg, task = ctx.cfg, ctx.task
+    m = eval_stage(ctx.backend, cfg, task, ctx.eval_problems)
     state = ctx.state
     state.last_eval = m
     acc = m["eval_accuracy"]

@@ -96,7 +96,10 @@ class PhaseDriver:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
+        # the run's own config and task: its eval rows (eval_accuracy, the initial and final
+        # eval) stay on the run's [data] held-out set, comparable from step 0 to the end
         self.base_cfg = ctx.cfg
+        self.base_task = ctx.task
         self.slots = plan_slots(ctx.cfg)
         self.cfgs = {p.name: phase_config(ctx.cfg, p) for p in ctx.cfg.phases}
         seed = ctx.cfg.training.seed
@@ -165,7 +168,6 @@ class PhaseDriver:
         cfg = self.cfgs[slot.name]
         self.ctx.cfg = cfg
         self.ctx.task = self.tasks[slot.name]
-        self.ctx.eval_problems = self.held_out[slot.name]
         self.ctx.backend.set_lr(cfg.optimizer.lr * self.ctx.state.phase_lr_scale)
 
     def _snapshot(self, path: Path) -> Path:
