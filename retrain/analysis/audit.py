@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console, ConsoleOptions, RenderResult
-from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -352,7 +351,7 @@ def audit_md(findings: Sequence[Finding], conditions: Sequence[str]) -> str:
 
 class AuditView:
     """The findings as sentences under their condition: in a terminal each wraps with a hanging
-    indent; elsewhere (a pipe, a file) one unbroken line per sentence, like the tables."""
+    indent; elsewhere (a pipe, a file) one line per sentence, unbroken under `print_result`."""
 
     def __init__(self, findings: Sequence[Finding], conditions: Sequence[str]) -> None:
         self.findings, self.conditions = list(findings), list(conditions)
@@ -372,10 +371,9 @@ class AuditView:
                 for sentence in sentences:
                     bullets.add_row("  -", Text(sentence))
                 yield bullets
-            else:
+            else:  # Text: unbroken under print_result's soft wrap, wrapped (never cut) otherwise
                 for sentence in sentences:
-                    yield Segment(f"  - {sentence}")
-                    yield Segment.line()
+                    yield Text(f"  - {sentence}")
         clean = _clean(self.conditions, self.findings)
         if clean:
             yield Text(f"no finding: {', '.join(clean)}")
