@@ -57,7 +57,8 @@ SECTION_INTRO: dict[str, str] = {
 # Rules that involve several keys (load.py `cross_field_problems`), listed under their table.
 SECTION_RULES: dict[str, tuple[str, ...]] = {
     "algorithm": ("`scale` set to anything but `group` is an error unless `advantage_mode = \"grpo\"`.",),
-    "training": ("`clip_eps_high` needs `clip_eps`.",),
+    "training": ("`clip_eps_high` needs `clip_eps`.",
+                 "`batch_size` × `group_size` must be at most 1,048,576 sequences per step."),
     "eval": ("`size` must be <= `data.eval_size`.",),
     "backpressure": ("`min_size` must be <= `max_size`.",
                      "`increase_margin` must be <= `throttle_margin`."),

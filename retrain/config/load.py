@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from retrain.config.phases import PhaseConfig
+from retrain.config.schema import MAX_SEQUENCES
 from retrain.config.schema import (
     SECTIONS,
     RetrainConfig,
@@ -227,6 +228,10 @@ def cross_field_problems(cfg: RetrainConfig, explicit: set[str], *, strict_secti
     t = cfg.training
     if t.clip_eps_high is not None and t.clip_eps is None:
         p.append(f"{prefix}training.clip_eps_high: needs training.clip_eps (the lower clip bound) to be set")
+    if t.batch_size * t.group_size > MAX_SEQUENCES:
+        p.append(f"{prefix}training.group_size: batch_size × group_size = "
+                 f"{t.batch_size * t.group_size:,} sequences per step, more than any machine "
+                 f"samples ({MAX_SEQUENCES:,} at most); check training.batch_size and group_size")
     if cfg.eval.size > cfg.data.eval_size:
         p.append(f"{prefix}eval.size: must be <= data.eval_size ({cfg.data.eval_size}), got {cfg.eval.size}")
     bp = cfg.backpressure

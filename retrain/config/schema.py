@@ -32,6 +32,7 @@ DEFAULT_PLANNING_GRAMS = (
 
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed) takes nothing larger
 MAX_TOKENS = 2**20  # far above any model's context; a larger cap is a typo
+MAX_SEQUENCES = 2**20  # batch_size × group_size per step; a larger product is a typo (it would hang)
 
 
 def _f(
