@@ -63,7 +63,9 @@ def live_status(heartbeat: dict[str, Any] | None, *, metrics_written: float | No
             return str(recorded)
         pid = heartbeat.get("pid")
         if heartbeat.get("host") == (host or socket.gethostname()) and isinstance(pid, int):
-            verdict = (alive or pid_alive)(pid)
+            start = heartbeat.get("pid_start")
+            verdict = alive(pid) if alive is not None else pid_alive(
+                pid, start=start if isinstance(start, int) else None)
             if verdict is not None:
                 return "running" if verdict else "dead"
         return "running" if now - beat <= stale_after_s else "stale"
@@ -74,8 +76,10 @@ def live_status(heartbeat: dict[str, Any] | None, *, metrics_written: float | No
     return "not started"
 
 
-def pid_alive(pid: int) -> bool | None:
-    """Whether process `pid` of this host is alive (a zombie is not); None when it cannot be told."""
+def pid_alive(pid: int, *, start: int | None = None) -> bool | None:
+    """Whether process `pid` of this host is alive (a zombie is not); None when it cannot be told.
+    `start` (the heartbeat's `pid_start`): a live process with that pid but another start time
+    is a later process that reused the pid, and the run's process is gone."""
     if pid <= 0 or os.name != "posix":
         return None  # os.kill(0, ...) means the process group; on Windows it would send a signal
     try:
@@ -87,7 +91,9 @@ def pid_alive(pid: int) -> bool | None:
     except OSError:
         return None
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace").rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return True
+    if fields[0] == "Z":
+        return False
+    return start is None or fields[19] == str(start)

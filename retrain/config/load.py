@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from retrain.config.phases import PhaseConfig
-from retrain.config.schema import MAX_SEQUENCES
 from retrain.config.schema import (
+    MAX_SEQUENCES,
     SECTIONS,
     RetrainConfig,
     inactive_sections,

@@ -8,7 +8,7 @@ writing process is gone), see `retrain.analysis.loading.live_status`.
 
 The file (replaced atomically, so a reader never sees half of it):
 
-    {"pid": 4242, "host": "node-3", "time": 1767225600.0, "time_utc": "2026-01-01T00:00:00+00:00",
+    {"pid": 4242, "pid_start": 81234567, "host": "node-3", "time": 1767225600.0, "time_utc": "2026-01-01T00:00:00+00:00",
      "step": 17, "max_steps": 100, "status": "running"}
 
 Not essential: a heartbeat that cannot be written is reported once and training goes on.
@@ -36,9 +36,21 @@ MIN_INTERVAL_S = 1.0
 def heartbeat_record(*, step: int, max_steps: int, status: str, now: float | None = None) -> dict[str, Any]:
     """The heartbeat.json document of this process at `now` (default: the current time)."""
     now = time.time() if now is None else now
-    return {"pid": os.getpid(), "host": socket.gethostname(), "time": now,
+    return {"pid": os.getpid(), "pid_start": process_start(os.getpid()),
+            "host": socket.gethostname(), "time": now,
             "time_utc": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
             "step": step, "max_steps": max_steps, "status": status}
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat field 22): with
+    the pid it names one process, so a pid the system reused later is told apart. None where
+    /proc is missing."""
+    try:
+        stat = open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace").read()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class HeartbeatSink(NullSink):

@@ -162,3 +162,22 @@ def test_a_lone_run_resumed_after_an_interrupt_reads_running(tmp_path: Path) -> 
     assert load_run(run_dir).status == "interrupted"
     _beat(run_dir, pid=os.getpid(), host=socket.gethostname(), at=time.time())
     assert load_run(run_dir).status == "running"
+
+
+def test_a_pid_reused_by_a_later_process_reads_dead() -> None:
+    """The heartbeat's pid_start names one process: this test process with another start time
+    is a later process that took the pid, so the run's own process is gone."""
+    from retrain.analysis.liveness import live_status, pid_alive
+    from retrain.sinks.heartbeat import heartbeat_record, process_start
+
+    me, start = os.getpid(), process_start(os.getpid())
+    if start is None:
+        pytest.skip("no /proc on this platform")
+    assert pid_alive(me, start=start) is True and pid_alive(me) is True
+    assert pid_alive(me, start=start + 1) is False
+    beat = heartbeat_record(step=3, max_steps=10, status="running")
+    assert beat["pid"] == me and beat["pid_start"] == start
+    common = {"metrics_written": None, "started": None, "in_campaign": True, "stale_after_s": 60.0}
+    assert live_status(beat, **common) == "running"
+    assert live_status({**beat, "pid_start": start + 1}, **common) == "dead"
+    assert live_status({k: v for k, v in beat.items() if k != "pid_start"}, **common) == "running"
