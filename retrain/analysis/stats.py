@@ -166,7 +166,7 @@ def verdict(
         return f"no comparison with {baseline}: {result.note}"
     better = (result.diff > 0) == higher and result.diff != 0
     direction = "better than" if better else "worse than"
-    size = f"{result.diff:+.4g} {metric}"
+    size = f"{signed_diff(result.diff)} {metric}"
     if result.p_value is None:
         text = f"{size} vs {baseline}; {result.note or 'no test possible'}"
     elif result.p_value < alpha:
@@ -175,6 +175,14 @@ def verdict(
         text = (f"no clear difference from {baseline} ({size}, {result.name} "
                 f"p={result.p_value:.3g}, n={result.n})")
     return text + note + _caveat(result)
+
+
+def signed_diff(value: float) -> str:
+    """A difference as the tables print it: 3 decimals (+0.037), or 3 significant digits when
+    that would hide it or it is large (+4.2e-05, +1.23e+03)."""
+    if value != 0 and (abs(value) < 0.0005 or abs(value) >= 1000):
+        return f"{value:+.3g}"
+    return f"{value:+.3f}"
 
 
 def _caveat(result: TestResult) -> str:
