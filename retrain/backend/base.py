@@ -53,6 +53,15 @@ class Rollouts:
 
 
 @dataclass(frozen=True)
+class Replay:
+    """Which sequences of a step replay earlier phases' prompts (multi-phase runs), and the
+    weight of their k3 KL to the teacher adapter (0: no teacher term)."""
+
+    mask_N: np.ndarray  # [N] bool
+    kl_beta: float = 0.0
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """How to sample: `n_per_prompt` completions of at most `max_tokens` per prompt. The noise of
     sequence i depends only on (seed, step, i); `greedy` takes the argmax instead; `chunk_size`
@@ -83,9 +92,15 @@ class Backend(Protocol):
         """Completions of every prompt with the current adapter."""
         ...
 
-    def train_step(self, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int) -> dict[str, float]:
+    def train_step(self, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int,
+                   replay: Replay | None = None) -> dict[str, float]:
         """One optimizer step on the rollouts weighted by per-token advantages; its statistics
-        (loss, grad_norm, lr, clip_frac, kl, skipped, rolled_back, trained_tokens, ...)."""
+        (loss, grad_norm, lr, clip_frac, kl, skipped, rolled_back, trained_tokens, ...; with
+        `replay`: loss_new, loss_old, teacher_kl)."""
+        ...
+
+    def set_teacher(self, path: Path | None) -> None:
+        """Load the adapter saved at `path` as the frozen teacher of the replay KL (None: drop it)."""
         ...
 
     def save_checkpoint(self, step: int, trainer_state: dict[str, Any]) -> Path:

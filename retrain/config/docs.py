@@ -45,6 +45,9 @@ SECTION_INTRO: dict[str, str] = {
                   "Only with `[[phases]]`.",
     "probe": "Multi-phase runs: probes of the earlier phases and rollback of the adapter "
              "([phases](phases.md#probes-and-rollback)). Only with `[[phases]]`.",
+    "replay": "Multi-phase runs: replay of earlier phases with a KL penalty to the previous "
+              "phase's adapter as teacher ([phases](phases.md#replay-and-the-teacher)). Only with "
+              "`[[phases]]`.",
     "audit": "Thresholds of the intervention audit run at the end of a campaign and by "
              "`retrain analyze audit` ([analysis](analysis.md#retrain-analyze-audit-dir)). "
              "Campaign-level: not part of a run's identity.",

@@ -357,7 +357,7 @@ def build_config(raw: Mapping[str, Any], *, source: str | None = None, strict_se
         problems += phase_problems
     else:
         problems += [f"{prefix}{k}: only for multi-phase runs; add [[phases]] tables or remove it"
-                     for k in sorted(explicit) if k.split(".")[0] in ("curriculum", "probe")]
+                     for k in sorted(explicit) if k.split(".")[0] in ("curriculum", "probe", "replay")]
     # With a bad transform_mode the check of unused transform tables would judge them against
     # the default mode: a second, wrong message
     bad_mode = any(q.startswith(f"{prefix}algorithm.transform_mode:") for q in problems)
@@ -388,7 +388,7 @@ def _with_phases(cfg: RetrainConfig, raw: Mapping[str, Any], phases_raw: Any, ex
     checked: list[PhaseConfig] = []
     for i, phase in enumerate(phases):
         try:
-            base = {k: v for k, v in raw.items() if k not in ("curriculum", "probe")}
+            base = {k: v for k, v in raw.items() if k not in ("curriculum", "probe", "replay")}
             pcfg, _ = build_config(apply_dotted(base, dict(phase.overrides)), strict_sections=False,
                                    plugins="skip", prefix=f"{prefix}phases[{i}] ({phase.name}): ")
         except ConfigError as exc:
@@ -397,6 +397,12 @@ def _with_phases(cfg: RetrainConfig, raw: Mapping[str, Any], phases_raw: Any, ex
         flat = {f"{s}.{k}": getattr(getattr(pcfg, s), k) for s, k in
                 (key.split(".", 1) for key, _ in phase.overrides)}
         checked.append(dataclasses.replace(phase, overrides=tuple((k, flat[k]) for k, _ in phase.overrides)))
+    if cfg.replay.fraction > 0 and len(phases) == 1 and cfg.curriculum.rounds == 1:
+        problems.append(f"{prefix}replay.fraction: replay draws from earlier phases, and a run "
+                        "of one phase and one round has none; add phases or rounds, or remove it")
+    if cfg.replay.kl_beta > 0 and cfg.replay.fraction == 0:
+        problems.append(f"{prefix}replay.kl_beta: the teacher KL acts on replayed sequences; "
+                        "set replay.fraction > 0 too")
     training = dataclasses.replace(cfg.training, max_steps=total)
     return dataclasses.replace(cfg, training=training, phases=tuple(checked)), problems
 

@@ -24,7 +24,7 @@ def config_to_dict(cfg: RetrainConfig, *, for_run: bool = False) -> dict[str, An
     if for_run:
         skip |= set(CAMPAIGN_ONLY_SECTIONS)
     if not cfg.phases:
-        skip |= {"curriculum", "probe"}
+        skip |= {"curriculum", "probe", "replay"}
     out: dict[str, Any] = {}
     for name in SECTIONS:
         if name in skip:

@@ -234,6 +234,12 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReplayConfig:
+    fraction: float = _f(0.0, "multi-phase runs: share of each batch's prompts drawn from the earlier phases' training data (0 = no replay)", ge=0, lt=1)
+    kl_beta: float = _f(0.0, "weight of the k3 KL to the teacher (the previous phase's committed adapter) on the replayed sequences; needs fraction > 0", ge=0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuditConfig:
     enabled: bool = _f(True, "run the intervention audit at the end of a campaign (also `retrain analyze audit DIR`)")
     no_signal_frac: float = _f(0.9, "flag a run when more than this share of its groups had equal rewards (zero advantage, no learning signal)", ge=0, le=1)
@@ -288,6 +294,7 @@ class RetrainConfig:
     squeeze: SqueezeConfig = field(default_factory=SqueezeConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
     # [[phases]]: a multi-phase run (retrain/config/phases.py); () for an ordinary run
@@ -323,7 +330,7 @@ SECTIONS: dict[str, type] = {
     "gtpo": GtpoConfig, "hicra": HicraConfig, "sepa": SepaConfig,
     "backpressure": BackpressureConfig, "data": DataConfig, "eval": EvalConfig,
     "logging": LoggingConfig, "squeeze": SqueezeConfig,
-    "curriculum": CurriculumConfig, "probe": ProbeConfig,
+    "curriculum": CurriculumConfig, "probe": ProbeConfig, "replay": ReplayConfig,
     "audit": AuditConfig, "campaign": CampaignConfig,
 }
 

@@ -28,13 +28,20 @@ def _signed(value: float) -> str:
 
 
 def train_line(metrics: Mapping[str, Any], max_steps: int) -> str:
-    """`[train] step=… loss=… reward=… correct=… kl=… lambda=… bs=…`."""
+    """`[train] step=… loss=… reward=… correct=… kl=… lambda=… bs=…`; a step of a multi-phase
+    run with replay shows `loss=… new=… old=… kl=…` instead, `kl` then being the teacher KL on
+    the replayed sequences (the form of seed 000's progress lines)."""
+    replay = "loss_old" in metrics
+    kl = (f" new={_num(metrics.get('loss_new'), '.4g')} old={_num(metrics.get('loss_old'), '.4g')}"
+          f" kl={_num(metrics.get('teacher_kl'), '.4f')}" if replay
+          else f" kl={_num(metrics.get('kl'), '.4f')}")
     return (
         f"[train] step={metrics.get('step')}/{max_steps}"
         f" loss={_num(metrics.get('loss'), '.4g')}"
+        f"{kl if replay else ''}"
         f" reward={_num(metrics.get('mean_reward'), '.3f')}"
         f" correct={_num(metrics.get('correct_rate'), '.3f')}"
-        f" kl={_num(metrics.get('kl'), '.4f')}"
+        f"{'' if replay else kl}"
         f" lambda={_num(metrics.get('sepa_lambda'), '.3f')}"
         f" bs={_num(metrics.get('batch_size'), 'd')}"
     )

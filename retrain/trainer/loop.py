@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from retrain.algo.backpressure import BackpressureController
-from retrain.backend.base import Rollouts
+from retrain.backend.base import Replay, Rollouts
 from retrain.config.render import config_to_dict, render_toml
 from retrain.config.schema import RetrainConfig
 from retrain.io import atomic_write_text
 from retrain.sinks.contract import Metrics
-from retrain.tasks.base import Problem
+from retrain.tasks.base import Problem, Task
 from retrain.trainer.state import StopFlag, TrainerState
 
 if TYPE_CHECKING:
@@ -132,24 +132,26 @@ def _one_step(ctx: RunContext, step: int) -> Metrics:
     condition = ctx.condition
     t0 = time.perf_counter()
     batch_size, chunk = _sizes(cfg, bp)
-    phase = ctx.phases.slot_at(step).name if ctx.phases is not None else None
-    cursor = state.phase_cursors.get(phase, 0) if phase is not None else state.data_cursor
-    problems = ctx.task.train_problems(cursor, batch_size)
+    replay: Replay | None = None
+    grader: Task = ctx.task
+    replay_fields: Metrics = {}
+    if ctx.phases is not None:  # the phase's prompts (and replayed ones); cursors advance there
+        problems, grader, replay, replay_fields = ctx.phases.batch(step, batch_size)
+    else:
+        problems = ctx.task.train_problems(state.data_cursor, batch_size)
     sepa_lambda = sepa.lambda_for_step(step) if cfg.uses_sepa else 0.0
 
     sampled = sample_stage(ctx.backend, cfg, problems, step=step, chunk_size=chunk)
     rollouts = sampled.rollouts
-    rewarded = reward_stage(ctx.task, problems, rollouts.completion_text, cfg.training.group_size)
+    rewarded = reward_stage(grader, problems, rollouts.completion_text, cfg.training.group_size)
     adv = advantage_stage(cfg, rollouts, rewarded.reward_N, sepa_lambda=sepa_lambda,
                           custom_fn=ctx.custom_fn)
     micro = chunk if chunk is not None else cfg.training.micro_batch_size
-    trained = train_stage(ctx.backend, rollouts, adv.adv_T, micro_batch_size=micro)
+    trained = train_stage(ctx.backend, rollouts, adv.adv_T, micro_batch_size=micro, replay=replay)
     step_time = time.perf_counter() - t0
 
     state.step = step
-    if phase is not None:
-        state.phase_cursors[phase] = cursor + batch_size
-    else:
+    if ctx.phases is None:
         state.data_cursor += batch_size
     state.correct_total += rewarded.correct_count
     state.completions_total += rewarded.total_count
@@ -182,6 +184,7 @@ def _one_step(ctx: RunContext, step: int) -> Metrics:
     state.skipped_streak = state.skipped_streak + 1 if trained.skipped else 0
     if ctx.phases is not None:
         metrics.update(ctx.phases.fields(step))
+        metrics.update(replay_fields)
         metrics.update(ctx.phases.probe_if_due(step))
     if _due(step, cfg.eval.every) or step == cfg.training.max_steps:
         sinks.log_eval(step, _evaluate(ctx, step=step))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from retrain.backend.base import Replay
 from retrain.config.phases import PhaseConfig
 from retrain.config.schema import RetrainConfig
 from retrain.io import atomic_write_text
@@ -33,7 +34,8 @@ LEDGER = "ledger"
 PHASES = "phases"
 CONSOLIDATED = "consolidated_metrics.json"
 # metrics.jsonl fields only a multi-phase run writes (the last two on steps that probed)
-PHASE_FIELDS = ("phase", "round", "phase_index", "phase_step", "probe_worst_drop", "probe_rolled_back")
+PHASE_FIELDS = ("phase", "round", "phase_index", "phase_step", "probe_worst_drop", "probe_rolled_back",
+                "replay_prompts", "loss_new", "loss_old", "teacher_kl")
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,11 @@ def phase_config(cfg: RetrainConfig, phase: PhaseConfig) -> RetrainConfig:
     from retrain.config.render import config_to_dict
 
     raw: dict[str, Any] = {k: v for k, v in config_to_dict(cfg).items()
-                           if k not in ("phases", "curriculum", "probe")}
+                           if k not in ("phases", "curriculum", "probe", "replay")}
     built, _ = build_config(apply_dotted(raw, dict(phase.overrides)), strict_sections=False,
                             plugins="skip")
-    return dataclasses.replace(built, phases=cfg.phases, curriculum=cfg.curriculum, probe=cfg.probe)
+    return dataclasses.replace(built, phases=cfg.phases, curriculum=cfg.curriculum, probe=cfg.probe,
+                               replay=cfg.replay)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, object]]:
@@ -169,6 +172,42 @@ class PhaseDriver:
         self.ctx.cfg = cfg
         self.ctx.task = self.tasks[slot.name]
         self.ctx.backend.set_lr(cfg.optimizer.lr * self.ctx.state.phase_lr_scale)
+        if self.base_cfg.replay.kl_beta > 0:  # the teacher: the previous phase's commit
+            prev = self.slots[slot.index - 1] if slot.index > 0 else None
+            self.ctx.backend.set_teacher(
+                None if prev is None else self.run_dir / LEDGER / f"{prev.index:03d}_{prev.name}_commit")
+
+    # --- replay --------------------------------------------------------------------------------
+    def batch(self, step: int, batch_size: int) -> tuple[list[Problem], Task, Replay | None, Metrics]:
+        """The step's prompts: the phase's own, and with replay.fraction > 0 (once an earlier
+        phase exists) round(fraction × batch_size) of them replayed from the earlier phases'
+        training data, in turn; the task that grades each; the replay mask; the row's fields."""
+        state = self.ctx.state
+        slot = self.slot_at(step)
+        earlier = self._earlier(slot)
+        frac = self.base_cfg.replay.fraction
+        n_old = min(batch_size - 1, max(1, round(frac * batch_size))) if frac > 0 and earlier else 0
+        n_new = batch_size - n_old
+        cursor = state.phase_cursors.get(slot.name, 0)
+        problems = self.tasks[slot.name].train_problems(cursor, n_new)
+        state.phase_cursors[slot.name] = cursor + n_new
+        if n_old == 0:
+            return problems, self.tasks[slot.name], None, {}
+        owners: dict[int, Task] = {}
+        for _ in range(n_old):
+            name = earlier[state.replay_count % len(earlier)]
+            state.replay_count += 1
+            seen = max(1, state.phase_cursors.get(name, 0))  # what that phase trained on
+            index = state.replay_cursors.get(name, 0)
+            state.replay_cursors[name] = index + 1
+            problem = self.tasks[name].train_problems(index % seen, 1)[0]
+            owners[len(problems)] = self.tasks[name]
+            problems.append(problem)
+        g = self.base_cfg.training.group_size
+        mask = np.repeat(np.arange(batch_size) >= n_new, g)  # [N] group-major
+        grader = _Graded(self.tasks[slot.name], problems, owners)
+        fields: Metrics = {"replay_prompts": n_old}
+        return problems, grader, Replay(mask_N=mask, kl_beta=self.base_cfg.replay.kl_beta), fields
 
     def _snapshot(self, path: Path) -> Path:
         return self.ctx.backend.save_adapter_to(path)
@@ -274,6 +313,36 @@ class PhaseDriver:
             plot_training_metrics(doc, self.run_dir / "plots" / "training_metrics.png")
         except ImportError:  # the report module is optional in stripped installs
             pass
+
+
+class _Graded:
+    """The Task a step with replay grades with: each replayed problem by the task of the phase
+    it came from, the others by the current phase's."""
+
+    def __init__(self, own: Task, problems: list[Problem], owners: dict[int, Task]) -> None:
+        self.own = own
+        self.name = own.name
+        self._by_id = {id(problems[i]): task for i, task in owners.items()}
+
+    def _task(self, problem: Problem) -> Task:
+        return self._by_id.get(id(problem), self.own)
+
+    def train_problems(self, cursor: int, n: int) -> list[Problem]:
+        return self.own.train_problems(cursor, n)
+
+    def eval_problems(self, n: int) -> list[Problem]:
+        return self.own.eval_problems(n)
+
+    def reward(self, problem: Problem, completion: str) -> float:
+        return self._task(problem).reward(problem, completion)
+
+    def is_correct(self, problem: Problem, completion: str) -> bool:
+        return self._task(problem).is_correct(problem, completion)
+
+    def score(self, problem: Problem, completion: str) -> tuple[float, bool]:
+        from retrain.tasks.base import score
+
+        return score(self._task(problem), problem, completion)
 
 
 def _int(value: object) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 from retrain.algo.advantages import AdvantageFn
 from retrain.algo.pipeline import TokenBatch, compute_advantages
 from retrain.algo.planning import planning_mask_batch
-from retrain.backend.base import Backend, Rollouts, SamplingParams
+from retrain.backend.base import Backend, Replay, Rollouts, SamplingParams
 from retrain.config.schema import RetrainConfig
 from retrain.sinks.contract import Metrics
 from retrain.tasks.base import Problem, Task, score
@@ -107,6 +107,7 @@ def advantage_stage(cfg: RetrainConfig, rollouts: Rollouts, reward_N: np.ndarray
     return Advantaged(adv_T, math.nan if exec_var is None else float(exec_var), skipped, out)
 
 
+REPLAY_KEYS = ("loss_new", "loss_old", "teacher_kl")
 OFF_POLICY_KEYS = ("logprob_diff_mean", "logprob_diff_max", "is_weight_mean", "is_truncated_frac")
 
 
@@ -118,9 +119,10 @@ class Trained:
     metrics: Metrics
 
 
-def train_stage(backend: Backend, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int) -> Trained:
+def train_stage(backend: Backend, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int,
+                replay: Replay | None = None) -> Trained:
     t0 = time.perf_counter()
-    stats = backend.train_step(rollouts, adv_T, micro_batch_size=micro_batch_size)
+    stats = backend.train_step(rollouts, adv_T, micro_batch_size=micro_batch_size, replay=replay)
     dt = time.perf_counter() - t0
     trained_tokens = int(stats.get("trained_tokens", 0.0))
     m: Metrics = {
@@ -134,6 +136,8 @@ def train_stage(backend: Backend, rollouts: Rollouts, adv_T: np.ndarray, *, micr
         "optimizer_time_s": stats.get("optimizer_s", math.nan),
         # a sampler other than the trained model (vllm): its mismatch and the correction
         **{k: stats[k] for k in OFF_POLICY_KEYS if k in stats},
+        # multi-phase replay: the loss on current-phase and on replayed sequences, teacher KL
+        **{k: stats[k] for k in REPLAY_KEYS if k in stats},
     }
     return Trained(float(stats["loss"]), bool(stats.get("skipped", 0.0)), trained_tokens, m)
 

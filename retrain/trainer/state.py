@@ -34,6 +34,8 @@ class TrainerState:
     phase_lr_scale: float = 1.0  # product of probe.lr_decay_on_rollback over the rollbacks so far
     phase_commit_probe: dict[str, float] = field(default_factory=dict)  # probe accuracy at each phase's commit
     phase_records: list[dict[str, Any]] = field(default_factory=list)  # consolidated_metrics.json "phases"
+    replay_cursors: dict[str, int] = field(default_factory=dict)  # next replayed problem per phase
+    replay_count: int = 0  # replayed prompts so far (picks the earlier phase in turn)
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -1,6 +1,7 @@
 """Multi-phase runs end to end on the cached tiny model: the metrics stream, the ledger, rollback,
-exact resume, and the config errors. Phases switch arithmetic operators (+ then -), so they use
-the tiny model the other trainer tests build."""
+replay with the teacher KL, exact resume, and the config errors. Phases switch arithmetic
+operators (+ then -), so they use the tiny model the other trainer tests build; half of each
+batch replays earlier phases from the second phase on."""
 
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ threads = 1
 
 [curriculum]
 rounds = 2
+
+[replay]
+fraction = 0.5
+kl_beta = 0.1
 
 [[phases]]
 name = "add"
@@ -229,3 +234,43 @@ def test_config_toml_of_a_phased_run_reloads_to_the_same_config(phased: Path) ->
     assert [p.name for p in cfg.phases] == ["add", "sub"] and cfg.training.max_steps == 10
     assert dict(cfg.phases[1].overrides) == {"data.operators": ("-",), "optimizer.lr": 5e-4}
     assert config_hash(load_config(phased / "config.toml")) == config_hash(cfg)
+
+
+def test_replay_mixes_earlier_prompts_and_the_teacher_kl_starts_at_zero(phased: Path) -> None:
+    rows = {r["step"]: r for r in read_jsonl(phased / "metrics.jsonl") if r["step"] >= 1}
+    assert "replay_prompts" not in rows[1] and "replay_prompts" not in rows[2]  # nothing earlier yet
+    for step in range(3, 11):
+        row = rows[step]
+        assert row["replay_prompts"] == 2  # round(0.5 x 4)
+        assert row["loss_new"] + row["loss_old"] == pytest.approx(row["pg_loss"], abs=1e-6)
+    # at a phase's first step the student is the teacher (the previous commit): KL exactly 0
+    for first in (3, 6, 8):
+        assert rows[first]["teacher_kl"] == 0.0, first
+    assert any(rows[s]["teacher_kl"] > 0 for s in (4, 5, 7, 9, 10))
+    # the replayed prompts are the earlier phase's: '+' problems during "sub", '-' during round 2's "add"
+    gens = read_jsonl(phased / "emergence" / "generations.jsonl")
+    prompts = {(g["step"], g["prompt"]) for g in gens}
+    assert any("+" in p for s, p in prompts if s == 3) and any("-" in p for s, p in prompts if s == 3)
+    assert any("-" in p for s, p in prompts if s == 6)
+
+
+def test_train_line_of_a_replay_step_shows_new_old_and_teacher_kl() -> None:
+    from retrain.sinks.text import train_line
+
+    line = train_line({"step": 3, "loss": 0.5, "loss_new": 0.25, "loss_old": 0.25, "teacher_kl": 0.01,
+                       "kl": None, "mean_reward": 0.5, "correct_rate": 0.5, "sepa_lambda": 0.0,
+                       "batch_size": 4}, 10)
+    assert line == ("[train] step=3/10 loss=0.5 new=0.25 old=0.25 kl=0.0100 reward=0.500 "
+                    "correct=0.500 lambda=0.000 bs=4")
+
+
+def test_replay_config_errors(cli: Callable[..., Result], tmp_path: Path) -> None:
+    one = tmp_path / "one.toml"
+    one.write_text('[model]\nname = "tiny"\n[replay]\nfraction = 0.5\n'
+                   '[[phases]]\nname = "add"\nsteps = 2\n')
+    result = cli("config", "validate", one)
+    assert result.exit_code == 2 and "replay.fraction: replay draws from earlier phases" in result.output
+    beta = write_config(tmp_path / "beta.toml")
+    beta.write_text(beta.read_text().replace("fraction = 0.5\n", ""))
+    result = cli("config", "validate", beta)
+    assert result.exit_code == 2 and "replay.kl_beta: the teacher KL acts on replayed sequences" in result.output

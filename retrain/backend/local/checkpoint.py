@@ -114,7 +114,7 @@ def save_checkpoint(
     final = root / f"step_{step:06d}"
     tmp = temp_dir(root, prefix=f".{final.name}.tmp-")
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True, selected_adapters=["default"])
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         atomic_write_json(tmp / STATE_FILE, {
@@ -256,7 +256,7 @@ def save_adapter_dir(model: PeftModel, path: Path, tokenizer: PreTrainedTokenize
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(path.parent, prefix=f".{path.name}.tmp-")
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True, selected_adapters=["default"])
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         share_tree(tmp)
@@ -275,3 +275,17 @@ def load_adapter_weights(model: PeftModel, path: Path) -> None:
     unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if unexpected:
         raise ResumeError(f"{path}: adapter keys do not match the model (e.g. {unexpected[0]})")
+
+
+def set_teacher_adapter(model: PeftModel, path: Path | None) -> None:
+    """Load the adapter at `path` as the frozen "teacher" adapter next to the trained one (a
+    second adapter on the same base, no second model), replacing an earlier teacher; None drops it.
+    The trained adapter stays the active one."""
+    from retrain.backend.local.step import TEACHER
+
+    if TEACHER in model.peft_config:
+        model.delete_adapter(TEACHER)
+    if path is not None:
+        active = model.active_adapter
+        model.load_adapter(str(path), adapter_name=TEACHER, is_trainable=False)
+        model.set_adapter(active)

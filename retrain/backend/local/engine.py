@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from retrain.backend.base import Rollouts, SamplingParams
+from retrain.backend.base import Replay, Rollouts, SamplingParams
 from retrain.backend.local.checkpoint import (
     clean_temp_dirs,
     load_adapter_weights,
@@ -23,6 +23,7 @@ from retrain.backend.local.checkpoint import (
     save_adapter_dir,
     save_checkpoint,
     save_final_adapter,
+    set_teacher_adapter,
 )
 from retrain.backend.local.lora import apply_lora
 from retrain.backend.local.model import count_parameters, load_model_and_tokenizer
@@ -74,10 +75,14 @@ class LocalBackend:
                       top_p=sampling.top_p, seed=sampling.seed, step=sampling.step,
                       greedy=sampling.greedy, chunk_size=sampling.chunk_size, device=self.device)
 
-    def train_step(self, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int) -> dict[str, float]:
+    def train_step(self, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int,
+                   replay: Replay | None = None) -> dict[str, float]:
         return train_step(self.model, self.optimizer, self.scheduler, rollouts, adv_T,
                           cfg_training=self.cfg.training, cfg_optimizer=self.cfg.optimizer,
-                          micro_batch_size=micro_batch_size, is_cap=self.is_cap)
+                          micro_batch_size=micro_batch_size, is_cap=self.is_cap, replay=replay)
+
+    def set_teacher(self, path: Path | None) -> None:
+        set_teacher_adapter(self.model, None if path is None else Path(path))
 
     def save_checkpoint(self, step: int, trainer_state: dict[str, Any]) -> Path:
         return save_checkpoint(self.run_dir, step, self.model, self.optimizer, self.scheduler,

@@ -36,11 +36,13 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from peft import PeftModel
 
+from retrain.backend.base import Replay
 from retrain.backend.local.logprobs import build_batch, completion_logprobs
 from retrain.backend.local.sampler import Rollouts
 from retrain.config.schema import OptimizerConfig, TrainingConfig
@@ -76,6 +78,8 @@ class LossParts:
     is_truncated: int = 0  # tokens whose weight hit the cap
     lp_diff_sum: float = 0.0  # sum_t |logp_train - logp_sampler|
     lp_diff_max: float = 0.0
+    pg_replay: float = 0.0  # the part of pg_loss on replayed tokens (multi-phase replay)
+    teacher_kl_sum: float = 0.0  # sum over replayed tokens of the k3 KL to the teacher
 
 
 def policy_loss(
@@ -89,13 +93,21 @@ def policy_loss(
     kl_beta: float = 0.0,
     ref_logprob_T: torch.Tensor | None = None,
     is_cap: float | None = None,
+    replay_T: torch.Tensor | None = None,
+    teacher_logprob_T: torch.Tensor | None = None,
+    teacher_beta: float = 0.0,
 ) -> LossParts:
     """Weighted token-level policy-gradient loss; all inputs are flat [T] over the same tokens.
 
     `is_cap` (a sampler other than the trained model, e.g. vLLM): `old_logprob_T` are the
     sampler's log-probs; the ratio is taken to the trainer's own log-probs at this step (value 1,
     the gradient of log pi), and each token's term is weighted by the truncated importance
-    weight min(pi_train / pi_sampler, is_cap), detached (truncated importance sampling)."""
+    weight min(pi_train / pi_sampler, is_cap), detached (truncated importance sampling).
+
+    `replay_T` (bool, multi-phase replay) marks the tokens of replayed sequences: their share of
+    the policy-gradient loss is reported apart, and with `teacher_beta` > 0 each adds
+    teacher_beta · w_t · k3_t, the k3 KL estimate to the teacher's log-probs `teacher_logprob_T`
+    (the previous phase's committed adapter), like the KL to the base model above."""
     is_w: torch.Tensor | None = None
     if is_cap is not None:
         with torch.no_grad():
@@ -122,11 +134,20 @@ def policy_loss(
         k3 = torch.exp(log_ref_ratio) - log_ref_ratio - 1.0  # [T]
         total = total + kl_beta * (weight_T * k3).sum()
         kl_sum = float(k3.detach().sum())
+    teacher_kl = 0.0
+    if replay_T is not None and teacher_beta > 0.0:
+        if teacher_logprob_T is None:
+            raise ValueError("teacher_beta > 0 needs teacher_logprob_T")
+        log_t_ratio = teacher_logprob_T - new_logprob_T  # [T]
+        tk3 = (torch.exp(log_t_ratio) - log_t_ratio - 1.0) * replay_T  # [T], 0 off replay
+        total = total + teacher_beta * (weight_T * tk3).sum()
+        teacher_kl = float(tk3.detach().sum())
     with torch.no_grad():
         pg_val = float((weight_T * pg).sum())
+        pg_replay = float((weight_T * pg * replay_T).sum()) if replay_T is not None else 0.0
         dev = float((ratio - 1.0).abs().max()) if ratio.numel() else 0.0
     parts = LossParts(loss=total, pg_loss=pg_val, kl_sum=kl_sum, clipped=int(clipped.sum()),
-                      ratio_max_dev=dev)
+                      ratio_max_dev=dev, pg_replay=pg_replay, teacher_kl_sum=teacher_kl)
     if is_w is not None and is_cap is not None:
         diff = lp_diff.abs()
         parts.is_weight_sum = float(is_w.sum())
@@ -136,6 +157,23 @@ def policy_loss(
     return parts
 
 # --- one optimizer step ---------------------------------------------------------------
+
+
+TEACHER = "teacher"  # the peft adapter name of a multi-phase run's teacher
+
+
+def teacher_logprobs(model: PeftModel, batch: Any, rollouts: Rollouts) -> torch.Tensor:
+    """Log-probs of the batch's completion tokens under the teacher adapter (no gradient); the
+    trained adapter is active again afterwards."""
+    active = model.active_adapter
+    try:
+        model.set_adapter(TEACHER)
+        with torch.no_grad():
+            lp, _ = completion_logprobs(model, batch, temperature=rollouts.temperature,
+                                        top_p=rollouts.top_p, with_entropy=False)
+    finally:
+        model.set_adapter(active)
+    return lp
 
 
 def _micro_batches(n_seq: int, micro_batch_size: int) -> list[list[int]]:
@@ -156,19 +194,29 @@ def forward_backward(
     cfg_training: TrainingConfig,
     micro_batch_size: int,
     is_cap: float | None = None,
+    replay: Replay | None = None,
 ) -> dict[str, float]:
-    """Accumulate gradients of the full-batch loss into .grad; returns loss statistics."""
+    """Accumulate gradients of the full-batch loss into .grad; returns loss statistics.
+    `replay`: which sequences are replayed, and the teacher KL weight (multi-phase runs)."""
     device = next(model.parameters()).device
     weights_T = token_weights(rollouts.lengths, cfg_training.loss_agg, cfg_training.max_tokens)
     n_tokens = int(rollouts.offsets[-1])
     use_kl = cfg_training.kl_beta > 0.0
     sums = {"loss": 0.0, "pg_loss": 0.0, "kl_sum": 0.0, "clipped": 0.0, "ratio_max_dev": 0.0,
             "entropy_sum": 0.0, "is_weight_sum": 0.0, "is_truncated": 0.0, "lp_diff_sum": 0.0,
-            "lp_diff_max": 0.0}
+            "lp_diff_max": 0.0, "pg_replay": 0.0, "teacher_kl_sum": 0.0}
+    replay_T = (np.repeat(replay.mask_N, rollouts.lengths).astype(np.float32)
+                if replay is not None else None)  # [T] 1 on replayed sequences' tokens
     for seqs in _micro_batches(rollouts.num_sequences, micro_batch_size):
         if int(rollouts.offsets[seqs[-1] + 1] - rollouts.offsets[seqs[0]]) == 0:
             continue  # no completion tokens in this chunk
         batch = build_batch(rollouts, seqs, _pad_id(model), device)
+        lo, hi = int(rollouts.offsets[seqs[0]]), int(rollouts.offsets[seqs[-1] + 1])
+        teacher_lp = rep = None
+        if replay is not None and replay_T is not None:
+            rep = torch.as_tensor(replay_T[lo:hi], device=device)
+            if replay.kl_beta > 0.0 and bool(rep.any()):
+                teacher_lp = teacher_logprobs(model, batch, rollouts)
         new_lp, ent = completion_logprobs(model, batch, temperature=rollouts.temperature,
                                           top_p=rollouts.top_p)
         ref_lp = None
@@ -176,13 +224,14 @@ def forward_backward(
             with torch.no_grad(), model.disable_adapter():
                 ref_lp, _ = completion_logprobs(model, batch, temperature=rollouts.temperature,
                                                 top_p=rollouts.top_p, with_entropy=False)
-        lo, hi = int(rollouts.offsets[seqs[0]]), int(rollouts.offsets[seqs[-1] + 1])
         old_lp, adv, w = (torch.as_tensor(a[lo:hi], device=device, dtype=new_lp.dtype)
                           for a in (rollouts.logprob_T, adv_T, weights_T))
         parts = policy_loss(
             new_lp, old_lp, adv, w,
             clip_eps=cfg_training.clip_eps, clip_eps_high=cfg_training.clip_eps_high,
-            kl_beta=cfg_training.kl_beta, ref_logprob_T=ref_lp, is_cap=is_cap)
+            kl_beta=cfg_training.kl_beta, ref_logprob_T=ref_lp, is_cap=is_cap,
+            replay_T=None if rep is None else rep.to(new_lp.dtype), teacher_logprob_T=teacher_lp,
+            teacher_beta=replay.kl_beta if replay is not None and teacher_lp is not None else 0.0)
         parts.loss.backward()
         sums["loss"] += float(parts.loss.detach())
         sums["pg_loss"] += parts.pg_loss
@@ -194,10 +243,16 @@ def forward_backward(
         sums["is_truncated"] += parts.is_truncated
         sums["lp_diff_sum"] += parts.lp_diff_sum
         sums["lp_diff_max"] = max(sums["lp_diff_max"], parts.lp_diff_max)
+        sums["pg_replay"] += parts.pg_replay
+        sums["teacher_kl_sum"] += parts.teacher_kl_sum
     denom = max(n_tokens, 1)
     out = {"loss": sums["loss"], "pg_loss": sums["pg_loss"], "kl": sums["kl_sum"] / denom,
            "clip_frac": sums["clipped"] / denom, "ratio_max_dev": sums["ratio_max_dev"],
            "entropy": sums["entropy_sum"] / denom, "trained_tokens": float(n_tokens)}
+    if replay is not None and replay_T is not None:
+        n_replay = float(replay_T.sum())
+        out.update({"loss_new": sums["pg_loss"] - sums["pg_replay"], "loss_old": sums["pg_replay"],
+                    "teacher_kl": sums["teacher_kl_sum"] / n_replay if n_replay else 0.0})
     if is_cap is not None:
         out.update({"is_weight_mean": sums["is_weight_sum"] / denom,
                     "is_truncated_frac": sums["is_truncated"] / denom,
@@ -217,6 +272,7 @@ def train_step(
     cfg_optimizer: OptimizerConfig,
     micro_batch_size: int,
     is_cap: float | None = None,
+    replay: Replay | None = None,
 ) -> dict[str, float]:
     """Forward/backward over micro-batches, clip, AdamW step, LR schedule step.
 
@@ -233,7 +289,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
     stats = forward_backward(model, rollouts, adv_T, cfg_training=cfg_training,
-                             micro_batch_size=micro_batch_size, is_cap=is_cap)
+                             micro_batch_size=micro_batch_size, is_cap=is_cap, replay=replay)
     t1 = time.perf_counter()
     grads = [p.grad for p in params if p.grad is not None]
     grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from retrain.backend.base import Rollouts, SamplingParams
+from retrain.backend.base import Replay, Rollouts, SamplingParams
 from retrain.backend.local.engine import LocalBackend
 from retrain.backend.local.logprobs import build_batch, completion_logprobs
 from retrain.backend.local.sampler import token_char_spans
@@ -99,7 +99,8 @@ class VllmBackend(LocalBackend):
             shutil.rmtree(root, ignore_errors=True)
             self._version += 1
             self._lora_id = next(_LORA_IDS)
-            self.model.save_pretrained(str(root / f"v{self._version}"), safe_serialization=True)
+            self.model.save_pretrained(str(root / f"v{self._version}"), safe_serialization=True,
+                                       selected_adapters=["default"])
             self._synced_to = self._steps
         return LoRARequest(f"{self.run_dir.name}-v{self._version}", self._lora_id,
                            str(self.run_dir / ADAPTER_DIR / f"v{self._version}"))
@@ -156,8 +157,9 @@ class VllmBackend(LocalBackend):
                                          top_p=rollouts.top_p)
         return np.zeros(0, dtype=np.float32) if ent is None else ent.float().cpu().numpy()
 
-    def train_step(self, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int) -> dict[str, float]:
-        stats = super().train_step(rollouts, adv_T, micro_batch_size=micro_batch_size)
+    def train_step(self, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int,
+                   replay: Replay | None = None) -> dict[str, float]:
+        stats = super().train_step(rollouts, adv_T, micro_batch_size=micro_batch_size, replay=replay)
         self._steps += 1  # the weights changed: sync before the next sample
         return stats
 
