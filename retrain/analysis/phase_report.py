@@ -391,7 +391,7 @@ def _weight_panel(ax: Axes, data: PhaseDoc, colours: Mapping[str, str]) -> None:
         ax.set_yticks([])
     _phase_axis(ax, data)
     _tidy(ax, "(b) weight change per phase, vs the previous phase's adapter",
-          "phase (round:group)", "relative change ‖ΔW − ΔW_prev‖_F / ‖W0‖_F")
+          "phase (round:group)", "relative weight change\n‖ΔW − ΔW_prev‖_F / ‖W0‖_F")
 
 
 def _length_panel(ax: Axes, data: PhaseDoc) -> None:
