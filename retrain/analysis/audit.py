@@ -282,10 +282,11 @@ def _signal(cond: str, runs: Sequence[RunData], t: AuditThresholds) -> list[Find
 
 
 def _unchanged(cond: str, runs: Sequence[RunData]) -> list[Finding]:
-    zero = [run for run in runs if lora_delta_is_zero(run.run_dir)]
+    verdicts = [lora_delta_is_zero(run.run_dir) for run in runs]  # each adapter read once
+    zero = [run for run, v in zip(runs, verdicts, strict=True) if v]
     if not zero:
         return []
-    read = sum(lora_delta_is_zero(run.run_dir) is not None for run in runs)
+    read = sum(v is not None for v in verdicts)
     lr = as_number(_flat(zero[0].config).get("optimizer.lr"))
     why = " (optimizer.lr is 0)" if lr == 0 else ""
     return [Finding(cond, "unchanged",

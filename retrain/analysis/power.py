@@ -203,7 +203,7 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[tuple[Col, str]]:
             (Col("MDE", justify="right"), "mde"),
             (Col("seeds needed", justify="right"), "seeds_needed")]
     if holm:
-        cols.append((Col("seeds needed (Holm, worst case)", justify="right"), "seeds_needed_holm"))
+        cols.append((Col("seeds (Holm)", justify="right"), "seeds_needed_holm"))
     if effect is not None:
         cols.append((Col(f"seeds for Δ={effect:g}", justify="right"), "seeds_for_effect"))
         if holm:

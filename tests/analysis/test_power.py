@@ -199,7 +199,7 @@ def test_cli_table_and_json(app: typer.Typer, three_campaign: Path, tmp_path: Pa
     assert code == 0, err
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("condition"))
-    assert "seeds needed (Holm, worst case)" in header and "seeds for Δ=0.1 (Holm)" in header
+    assert "seeds (Holm)" in header and "seeds for Δ=0.1 (Holm)" in header
     # piped: one line per row, cells separated by two or more spaces
     row = next(line for line in lines if line.startswith("maxrl+none")).split()
     assert row == ["maxrl+none", "3", "+0.2", "0.1", "+2.00", "0.326", "5", "6", "10", "13"]
