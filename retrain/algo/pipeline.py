@@ -6,7 +6,9 @@ Stage order (the trainer calls `compute_advantages` once per step, between rewar
     logprob_T / entropy_T ──uncertainty kind──▶ h_T ──sepa pooling (λ)──▶ h'_T
     adv_N ──broadcast──▶ adv_T ──gtpo weights w(h'_T)──▶ adv_T·w_T ──hicra (planning_T)──▶ adv_T
 
-`transform_mode` picks the token stages (`modes.transform_parts`). Papers and deviations are
+`transform_mode` picks the token stages (`modes.transform_parts`), or is a user's
+'package.module:function' (`custom_transform`: called as fn(adv_T, batch) on the broadcast
+episode advantages, in place of the built-in stages). Papers and deviations are
 listed in each stage's module (`advantages`, `gtpo`, `hicra`, `sepa`, `uncertainty`,
 `planning`); docs/algorithms.md has the formulas in one place.
 
@@ -26,7 +28,7 @@ Metrics (flat dict, NaN-free floats, counts as ints):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -64,6 +66,25 @@ class TokenBatch:
                              f"{self.reward_N.shape} and {self.group_N.shape}")
 
 
+TransformFn = Callable[[np.ndarray, TokenBatch], np.ndarray]
+
+
+@dataclass
+class AdvantageTrace:
+    """What each stage of one `compute_advantages` call produced, token by token: filled in when
+    the caller passes one (`retrain explain` records, the `adv` hook). Arrays are copies [T]
+    (adv_N [N]); a stage that did not run leaves its entry None."""
+
+    adv_N: np.ndarray | None = None  # episode advantages per completion
+    uncertainty_T: np.ndarray | None = None  # h_T of the uncertainty kind, before sepa
+    pooled_T: np.ndarray | None = None  # h_T after sepa pooling (what gtpo weighed)
+    gtpo_weight_T: np.ndarray | None = None  # w_T
+    stages: dict[str, np.ndarray] = field(default_factory=dict)  # adv_T after each stage, in order
+
+    def record(self, stage: str, adv_T: np.ndarray) -> None:
+        self.stages[stage] = np.array(adv_T, dtype=np.float64, copy=True)
+
+
 def compute_advantages(
     batch: TokenBatch,
     *,
@@ -77,13 +98,20 @@ def compute_advantages(
     hicra_alpha: float,
     sepa_lambda: float,
     custom_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    custom_transform: TransformFn | None = None,
+    trace: AdvantageTrace | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Per-token advantages adv_T (float64 [T]) and the step's algorithm metrics.
 
     `sepa_lambda` is ignored unless the transform mode includes sepa; `gtpo_*` and `hicra_alpha`
-    likewise. `custom_fn` is the loaded function when `advantage_mode` is a dotted path.
+    likewise. `custom_fn` is the loaded function when `advantage_mode` is a dotted path, and
+    `custom_transform` when `transform_mode` is. `trace`, when given, receives every stage's
+    output (`AdvantageTrace`); the stage names are `episode`, then `gtpo`, `hicra` or `custom`.
     """
-    parts = transform_parts(transform_mode)  # raises for an unknown mode
+    if custom_transform is not None:
+        parts: frozenset[str] = frozenset()
+    else:
+        parts = transform_parts(transform_mode)  # raises for an unknown mode
     if uncertainty_kind not in UNCERTAINTY_KINDS:
         raise ValueError(f"uncertainty_kind must be one of {UNCERTAINTY_KINDS}, "
                          f"got {uncertainty_kind!r}")
@@ -95,6 +123,8 @@ def compute_advantages(
 
     adv_N, metrics = episode_advantages(batch.reward_N, batch.group_N, mode=advantage_mode,
                                         scale=scale, eps=eps, custom_fn=custom_fn)
+    if trace is not None:
+        trace.adv_N = np.array(adv_N, dtype=np.float64, copy=True)
 
     surprisal_T = surprisal(batch.logprob_T)
     surprisal_stats = _split_stats(surprisal_T, plan_idx_P)
@@ -110,6 +140,8 @@ def compute_advantages(
     else:  # raises for shannon_entropy without entropy_T
         h_T = token_uncertainty(uncertainty_kind, batch.logprob_T, entropy_T)
         h_stats = _split_stats(h_T, plan_idx_P)
+    if trace is not None:
+        trace.uncertainty_T = np.array(h_T, dtype=np.float64, copy=True)
     for name, stats in (("surprisal", surprisal_stats), ("entropy", entropy_stats),
                         ("uncertainty", h_stats)):
         metrics.update({f"{part}_{name}_{stat}": value for (part, stat), value in stats.items()})
@@ -125,6 +157,9 @@ def compute_advantages(
     metrics["exec_uncertainty_pooled_mean"] = pooled[("exec", "mean")]
     metrics["exec_uncertainty_pooled_var"] = pooled[("exec", "var")]
     metrics["sepa_lambda_applied"] = lam
+    if trace is not None:
+        trace.pooled_T = np.array(h_T, dtype=np.float64, copy=True)
+        trace.record("episode", ragged.broadcast(adv_N, offsets))
     # Drop dead T-sized buffers as soon as possible so that the next allocation reuses their
     # memory instead of faulting in fresh pages (the largest cost of this function otherwise).
     del surprisal_T, entropy_T
@@ -133,7 +168,11 @@ def compute_advantages(
         adv_T = gtpo_weights(h_T, offsets, beta=gtpo_beta, max_weight=gtpo_max_weight)
         del h_T
         metrics.update(_weight_stats(adv_T))
+        if trace is not None:
+            trace.gtpo_weight_T = np.array(adv_T, dtype=np.float64, copy=True)
         adv_T *= ragged.broadcast(adv_N, offsets)  # the weight buffer becomes adv_T
+        if trace is not None:
+            trace.record("gtpo", adv_T)
     else:
         del h_T
         adv_T = ragged.broadcast(adv_N, offsets)
@@ -142,6 +181,12 @@ def compute_advantages(
         changed = int(np.count_nonzero(adv_T[plan_idx_P])) if plan_idx_P.shape[0] else 0
         metrics["hicra_changed_frac"] = changed / max(adv_T.shape[0], 1)
         hicra_inplace(adv_T, plan_idx_P, alpha=hicra_alpha)
+        if trace is not None:
+            trace.record("hicra", adv_T)
+    if custom_transform is not None:
+        adv_T = _apply_transform(custom_transform, adv_T, batch, transform_mode)
+        if trace is not None:
+            trace.record("custom", adv_T)
 
     num_tokens = adv_T.shape[0]
     metrics["num_tokens"] = int(num_tokens)
@@ -150,6 +195,17 @@ def compute_advantages(
     metrics["adv_mean"] = float(np.mean(adv_T)) if num_tokens else 0.0
     metrics["adv_abs_mean"] = float(np.linalg.norm(adv_T, 1) / num_tokens) if num_tokens else 0.0
     return adv_T, metrics
+
+
+def _apply_transform(fn: TransformFn, adv_T: np.ndarray, batch: TokenBatch, name: str) -> np.ndarray:
+    """Call a user's transform on a copy and check what it returns: float [T], all finite."""
+    out = np.asarray(fn(adv_T.copy(), batch), dtype=np.float64)
+    if out.shape != adv_T.shape:
+        raise ValueError(f"transform {name!r} returned shape {out.shape}; it must return one "
+                         f"advantage per token, shape {adv_T.shape}")
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"transform {name!r} returned non-finite advantages")
+    return out
 
 
 def _split_stats(x_T: np.ndarray, plan_idx_P: np.ndarray) -> dict[tuple[str, str], float]:

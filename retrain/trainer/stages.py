@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrain.algo.advantages import AdvantageFn
-from retrain.algo.pipeline import TokenBatch, compute_advantages
+from retrain.algo.pipeline import AdvantageTrace, TokenBatch, TransformFn, compute_advantages
 from retrain.algo.planning import planning_mask_batch
 from retrain.backend.base import Backend, Replay, Rollouts, SamplingParams
 from retrain.config.schema import RetrainConfig
@@ -81,10 +81,13 @@ class Advantaged:
     exec_var: float  # execution-token uncertainty variance before pooling (nan: none); SEPA reads it
     skipped_groups: int  # groups without learning signal (all rewards equal)
     metrics: Metrics
+    planning_T: np.ndarray  # bool [T], token is part of a planning gram
+    trace: AdvantageTrace | None = None  # every stage's output, when asked for (explain, hooks)
 
 
 def advantage_stage(cfg: RetrainConfig, rollouts: Rollouts, reward_N: np.ndarray, *, sepa_lambda: float,
-                    custom_fn: AdvantageFn | None = None) -> Advantaged:
+                    custom_fn: AdvantageFn | None = None, custom_transform: TransformFn | None = None,
+                    trace: bool = False) -> Advantaged:
     t0 = time.perf_counter()
     n = len(reward_N)
     group_N = np.repeat(np.arange(n // cfg.training.group_size), cfg.training.group_size)
@@ -94,17 +97,19 @@ def advantage_stage(cfg: RetrainConfig, rollouts: Rollouts, reward_N: np.ndarray
                        planning_T=planning_T, offsets=rollouts.offsets, reward_N=reward_N,
                        group_N=group_N)
     a = cfg.algorithm
+    tr = AdvantageTrace() if trace else None
     adv_T, metrics = compute_advantages(
         batch, advantage_mode=a.advantage_mode, scale=a.scale, eps=a.eps,
         transform_mode=a.transform_mode, uncertainty_kind=a.uncertainty_kind,
         gtpo_beta=cfg.gtpo.beta, gtpo_max_weight=cfg.gtpo.max_weight, hicra_alpha=cfg.hicra.alpha,
-        sepa_lambda=sepa_lambda, custom_fn=custom_fn,
+        sepa_lambda=sepa_lambda, custom_fn=custom_fn, custom_transform=custom_transform, trace=tr,
     )
     out: Metrics = dict(metrics)
     out["advantage_time_s"] = time.perf_counter() - t0
     exec_var = metrics.get("exec_uncertainty_var")
     skipped = int(metrics.get("num_groups", 0)) - int(metrics.get("num_informative_groups", 0))
-    return Advantaged(adv_T, math.nan if exec_var is None else float(exec_var), skipped, out)
+    return Advantaged(adv_T, math.nan if exec_var is None else float(exec_var), skipped, out,
+                      planning_T, tr)
 
 
 REPLAY_KEYS = ("loss_new", "loss_old", "teacher_kl")
