@@ -1,7 +1,8 @@
 """User code named in a config: `'package.module:function'` or `'path/to/file.py:function'`.
 
-Three config keys take such a reference: `data.task` (a task factory), `data.reward` (a reward
-function) and `algorithm.advantage_mode` (an advantage function). Two ways to check one:
+Four config keys take such a reference: `data.task` (a task factory), `data.reward` (a reward
+function), `algorithm.advantage_mode` (an advantage function) and `algorithm.transform_mode` (a
+token transform). Two ways to check one:
 
 - `locate_plugin` (config show, campaign plan): no user code runs. The module's source file is
   found with the import machinery's finders (parents' `__init__.py` are not executed) and parsed
@@ -12,7 +13,8 @@ function) and `algorithm.advantage_mode` (an advantage function). Two ways to ch
 - `load_plugin` + `check_arity` (config validate, and every run): the module is imported (its
   top-level code runs) and the callable's signature is checked.
 
-Errors name the config key they came from.
+Errors name the config key they came from. `discover_plugins` (the `retrain plugins` command)
+finds plugin files in a directory, also without running them.
 """
 
 from __future__ import annotations
@@ -24,18 +26,22 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from retrain.errors import DataError
 
 ADVANTAGE_ARITY = (1,)  # an advantage function is called as fn(rewards_G)
+TRANSFORM_ARITY = (2,)  # a token transform is called as fn(adv_T, batch)
+TRANSFORM_KEY = "algorithm.transform_mode"
 
 
 def plugin_references(cfg: Any) -> list[tuple[str, str]]:
     """(config key, reference) of every plugin a RetrainConfig names."""
     refs = [("data.task", cfg.data.task), ("data.reward", cfg.data.reward),
-            ("algorithm.advantage_mode", cfg.algorithm.advantage_mode)]
+            ("algorithm.advantage_mode", cfg.algorithm.advantage_mode),
+            (TRANSFORM_KEY, cfg.algorithm.transform_mode)]
     return [(key, ref) for key, ref in refs if ref and is_plugin_path(ref)]
 
 
@@ -122,6 +128,48 @@ def check_plugin(spec: str, key: str, *, arities: tuple[int, ...], run_code: boo
             check_arity(load_plugin(spec, key), spec, key, arities)
         else:
             locate_plugin(spec, key, arities=arities)
+    except DataError as exc:
+        return [str(exc)]
+    return []
+
+
+def load_custom_transform(spec: str) -> Callable[..., Any]:
+    """Import a token transform and try it on a small batch; DataError naming the key otherwise.
+
+    The trial catches a wrong signature or output before the model loads; the pipeline checks
+    every real call again (shape [T], finite)."""
+    import numpy as np
+
+    from retrain.algo.pipeline import TokenBatch
+
+    fn = load_plugin(spec, TRANSFORM_KEY)
+    check_arity(fn, spec, TRANSFORM_KEY, TRANSFORM_ARITY)
+    # two completions of one group, 3 and 2 tokens, the second token a planning token
+    batch = TokenBatch(logprob_T=np.array([-0.1, -2.0, -0.5, -1.0, -0.3]), entropy_T=None,
+                       planning_T=np.array([False, True, False, False, False]),
+                       offsets=np.array([0, 3, 5]), reward_N=np.array([1.0, 0.0]),
+                       group_N=np.array([0, 0]))
+    adv_T = np.array([1.0, 1.0, 1.0, -1.0, -1.0])
+    try:
+        out = np.asarray(fn(adv_T.copy(), batch), dtype=np.float64)
+    except Exception as exc:  # any failure of user code is a config error
+        raise DataError(f"{TRANSFORM_KEY}: {spec!r} failed on a sample batch (adv_T "
+                        f"{adv_T.tolist()}): {type(exc).__name__}: {exc}") from None
+    if out.shape != adv_T.shape or not np.all(np.isfinite(out)):
+        raise DataError(f"{TRANSFORM_KEY}: {spec!r} must return one finite float per token; on "
+                        f"a sample batch of {adv_T.shape[0]} tokens it returned {out.tolist()}")
+    return fn
+
+
+def transform_problems(spec: str, *, plugins: str) -> list[str]:
+    """Problems of a plugin `transform_mode` (none for a built-in mode); `plugins` as in
+    `config.load.plugin_problems`: import, locate or skip."""
+    if not is_plugin_path(spec) or plugins == "skip":
+        return []
+    if plugins == "locate":
+        return check_plugin(spec, TRANSFORM_KEY, arities=TRANSFORM_ARITY, run_code=False)
+    try:
+        load_custom_transform(spec)
     except DataError as exc:
         return [str(exc)]
     return []
@@ -245,3 +293,91 @@ def _check_def_arity(fn: ast.FunctionDef | ast.AsyncFunctionDef, spec: str, key:
     shown = ", ".join(x.arg for x in [*a.posonlyargs, *a.args])
     raise DataError(f"{key}: {spec!r} must accept {_arity_words(arities)}; it is defined as "
                     f"{fn.name}({shown}) at line {fn.lineno}")
+
+
+# --- discovery: plugin files in a directory, found without running them --------------------
+
+# kind → (config key that takes the reference, arities the function must accept)
+PLUGIN_KEYS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "task": ("data.task", (0, 2)),  # as tasks.registry TASK_ARITY / REWARD_ARITY (it imports us)
+    "reward": ("data.reward", (3,)),
+    "advantage": ("algorithm.advantage_mode", ADVANTAGE_ARITY),
+    "transform": (TRANSFORM_KEY, TRANSFORM_ARITY),
+    "hook": ("hooks.names", (0, 1)),  # a hook factory: factory() or factory(cfg) (docs/hooks.md)
+}
+KIND_MARKER = "RETRAIN_PLUGIN_KIND"  # module-level string in files `retrain init plugin` writes
+
+
+@dataclass(frozen=True)
+class FoundPlugin:
+    """A top-level function of a plugin file (a file that declares `RETRAIN_PLUGIN_KIND`)."""
+
+    path: Path  # the file, as it would be named in a config (relative to the cwd if under it)
+    kind: str  # a key of PLUGIN_KEYS
+    function: str
+    line: int
+    doc: str  # first line of the module docstring, or ""
+
+    @property
+    def reference(self) -> str:
+        return f"{self.path.as_posix()}:{self.function}"
+
+    @property
+    def config_line(self) -> str:
+        ref = f'"{self.reference}"'
+        return f"{PLUGIN_KEYS[self.kind][0]} = {f'[{ref}]' if self.kind == 'hook' else ref}"
+
+
+def discover_plugins(directory: Path, *, cwd: Path | None = None) -> tuple[list[FoundPlugin], list[str]]:
+    """Plugin functions of the *.py files directly in `directory` (parsed, never imported),
+    and a note per file that declares a kind but cannot be used (unreadable, bad kind, no
+    function that takes the kind's arguments)."""
+    found: list[FoundPlugin] = []
+    notes: list[str] = []
+    base = (cwd or Path.cwd()).resolve()
+    for path in sorted(Path(directory).glob("*.py")):
+        shown = path.resolve().relative_to(base) if path.resolve().is_relative_to(base) else path
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        except (SyntaxError, UnicodeDecodeError, OSError) as exc:
+            if KIND_MARKER in _safe_read(path):
+                notes.append(f"{shown}: cannot parse it ({type(exc).__name__}: {exc})")
+            continue
+        kind = _declared_kind(tree)
+        if kind is None:
+            continue
+        if kind not in PLUGIN_KEYS:
+            notes.append(f"{shown}: {KIND_MARKER} = {kind!r} is not one of {', '.join(PLUGIN_KEYS)}")
+            continue
+        doc = (ast.get_docstring(tree) or "").strip().splitlines()
+        fns = [node for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+               and not node.name.startswith("_") and _fits(node, kind)]
+        if not fns:
+            notes.append(f"{shown}: declares a {kind} plugin but defines no top-level function "
+                         f"that takes {_arity_words(PLUGIN_KEYS[kind][1])}")
+        found += [FoundPlugin(shown, kind, fn.name, fn.lineno, doc[0] if doc else "") for fn in fns]
+    return found, notes
+
+
+def _safe_read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _declared_kind(tree: ast.Module) -> str | None:
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == KIND_MARKER
+                                                 for t in node.targets)
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            return node.value.value
+    return None
+
+
+def _fits(fn: ast.FunctionDef | ast.AsyncFunctionDef, kind: str) -> bool:
+    try:
+        _check_def_arity(fn, fn.name, kind, PLUGIN_KEYS[kind][1])
+    except DataError:
+        return False
+    return True

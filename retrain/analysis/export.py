@@ -1,5 +1,5 @@
 """`retrain analyze export` (one flat row per run) and `retrain analyze diff` (two runs side by
-side: config differences and metric deltas).
+side: config differences, environment differences from environment.json, and metric deltas).
 
 Both read run dirs through `loading`; finished runs contribute their summary.json, runs in
 progress what their metrics.jsonl holds so far.
@@ -8,7 +8,7 @@ progress what their metrics.jsonl holds so far.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Group
@@ -23,6 +23,7 @@ from retrain.analysis.formats import (
     rich_table,
 )
 from retrain.analysis.loading import AnalysisError, RunData, collect_runs
+from retrain.environment import environment_differences, read_environment
 
 # Latest value of these metrics goes into every export row (when the run logged them).
 LATEST_METRICS = ("correct_rate", "running_correct_rate", "mean_reward", "loss", "eval_accuracy")
@@ -106,13 +107,16 @@ def _mean_last(run: RunData, metric: str, last_n: int) -> float | None:
 
 @dataclass(frozen=True)
 class RunDiff:
-    """Two runs compared: identity of each, differing config keys, metric rows."""
+    """Two runs compared: identity of each, differing config keys, metric rows, and the
+    environment.json keys that differ (versions, device, git commit; not the time)."""
 
     run_a: dict[str, object]
     run_b: dict[str, object]
     last_n: int
     config: list[dict[str, object]]
     metrics: list[dict[str, object]]
+    environment: list[dict[str, object]] = field(default_factory=list)
+    environment_recorded: bool = False  # both runs have an environment.json
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -145,7 +149,10 @@ def diff_runs(path_a: Path, path_b: Path, *, last_n: int = 10) -> RunDiff:
             metrics.append({"metric": f"summary.{key}", "final_a": va, "final_b": vb,
                             "final_delta": _delta(va, vb), "last_n_a": None, "last_n_b": None,
                             "last_n_delta": None})
-    return RunDiff(_identity(a), _identity(b), last_n, config, metrics)
+    env_a, env_b = read_environment(a.run_dir), read_environment(b.run_dir)
+    return RunDiff(_identity(a), _identity(b), last_n, config, metrics,
+                   environment=environment_differences(env_a, env_b),
+                   environment_recorded=env_a is not None and env_b is not None)
 
 
 def _delta(a: object, b: object) -> float | None:
@@ -161,6 +168,7 @@ def render_diff(diff: RunDiff, fmt: OutputFormat | str) -> str | Group:
     config, metrics = diff.config, diff.metrics
     if fmt is OutputFormat.csv:
         rows = [{"section": "config", **c} for c in config]
+        rows += [{"section": "environment", **e} for e in diff.environment]
         rows += [{"section": "metric", **m} for m in metrics]
         return csv_text(rows)
     name_a, name_b = f"A = {diff.run_a['name']}", f"B = {diff.run_b['name']}"
@@ -172,10 +180,17 @@ def render_diff(diff: RunDiff, fmt: OutputFormat | str) -> str | Group:
     met_cells = [[str(m["metric"])] + [fmt_number(m[k]) for k in
                  ("final_a", "final_b", "final_delta", "last_n_a", "last_n_b", "last_n_delta")]
                  for m in metrics]
+    env_cols = ["environment key", name_a, name_b]
+    env_cells = [[str(e["key"]), fmt_number(e["a"]), fmt_number(e["b"])] for e in diff.environment]
+    env_same = ("environments identical" if diff.environment_recorded
+                else "environment not recorded (no environment.json in either run)")
     if fmt is OutputFormat.md:
         conf = markdown_table(conf_cols, conf_cells) if conf_cells else "(configs identical)\n"
-        return (f"## {name_a} vs {name_b}\n\n### config\n\n{conf}\n### metrics\n\n"
-                + markdown_table(met_cols, met_cells))
+        env = markdown_table(env_cols, env_cells) if env_cells else f"({env_same})\n"
+        return (f"## {name_a} vs {name_b}\n\n### config\n\n{conf}\n### environment\n\n{env}"
+                f"\n### metrics\n\n" + markdown_table(met_cols, met_cells))
     conf_part = (rich_table(conf_cols, conf_cells, title="config differences") if conf_cells
                  else Text("configs identical"))
-    return Group(conf_part, rich_table(met_cols, met_cells, title="metrics"))
+    env_part = (rich_table(env_cols, env_cells, title="environment differences") if env_cells
+                else Text(env_same))
+    return Group(conf_part, env_part, rich_table(met_cols, met_cells, title="metrics"))

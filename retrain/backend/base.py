@@ -1,7 +1,7 @@
 """The Backend protocol: what the step loop asks of a training engine, and the values it trades.
 
 Data flow: trainer ─▶ **Backend** (sample ─▶ Rollouts; train_step(Rollouts, adv_T) ─▶ stats;
-checkpoints, adapter). The trainer imports only this module; `registry.build_backend` picks the
+checkpoints, adapter; adapter_arrays ─▶ hooks). The trainer imports only this module; `registry.build_backend` picks the
 implementation named by `backend.name` (`local`: torch + peft in this process). Nothing here
 imports torch, so the algorithm code and the CLI stay light.
 
@@ -77,12 +77,24 @@ class SamplingParams:
     chunk_size: int | None = None
 
 
+@dataclass(frozen=True)
+class LoraArrays:
+    """One LoRA module's trainable factors, copied out of the engine: its update is scale · B @ A."""
+
+    a: np.ndarray  # [r, d_in] float32
+    b: np.ndarray  # [d_out, r] float32
+    scale: float  # alpha / r (alpha / sqrt(r) with rslora)
+
+
 class Backend(Protocol):
     """A training engine for one run: it owns the model, the adapter and the optimizer."""
 
     name: str
     model_path: str  # what was loaded (a Hub id, or a built model's directory)
     params: dict[str, int]  # {"total", "trainable", ...} parameter counts
+    # When true, train_step also returns each LoRA module's grad norm (before clipping) as
+    # "grad_norm/<module>" (the `grad` hook turns it on; off it costs nothing)
+    collect_grad_norms: bool
 
     def restore(self) -> dict[str, Any]:
         """Load the newest intact checkpoint of the run dir; returns the trainer state saved with it."""
@@ -96,7 +108,7 @@ class Backend(Protocol):
                    replay: Replay | None = None) -> dict[str, float]:
         """One optimizer step on the rollouts weighted by per-token advantages; its statistics
         (loss, grad_norm, lr, clip_frac, kl, skipped, rolled_back, trained_tokens, ...; with
-        `replay`: loss_new, loss_old, teacher_kl)."""
+        `replay`: loss_new, loss_old, teacher_kl; with `collect_grad_norms`: grad_norm/<module>)."""
         ...
 
     def set_teacher(self, path: Path | None) -> None:
@@ -122,6 +134,10 @@ class Backend(Protocol):
 
     def set_lr(self, lr: float) -> None:
         """Use `lr` as the base learning rate from the next step on (the schedule still applies)."""
+        ...
+
+    def adapter_arrays(self) -> dict[str, LoraArrays]:
+        """Copies of every LoRA module's factors, by module name (the hooks `norms`, `rank`)."""
         ...
 
     def close(self) -> None:

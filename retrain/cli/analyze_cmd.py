@@ -182,7 +182,8 @@ def diff(
     fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format.")] = Fmt.table,
     out: Annotated[Path | None, typer.Option(help="Write md/csv/json to this file instead of stdout.")] = None,
 ) -> None:
-    """Config keys that differ between two runs, and metric deltas (B - A)."""
+    """Config keys and environment.json entries (package versions, device, git commit) that
+    differ between two runs, and metric deltas (B - A)."""
     from retrain.analysis.export import diff_runs, render_diff
 
     _emit(render_diff(diff_runs(run_a, run_b, last_n=last), fmt.value), out)

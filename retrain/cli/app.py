@@ -91,6 +91,12 @@ def _register() -> None:
     from retrain.cli import model_cmd
 
     model_cmd.register(app)
+    from retrain.cli import init_cmd
+
+    init_cmd.register(app)
+    from retrain.cli import explain_cmd
+
+    explain_cmd.register(app)
 
 
 _register()

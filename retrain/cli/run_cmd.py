@@ -1,7 +1,9 @@
-"""`retrain run`: train one run, fresh from a config or `--resume` from a run dir."""
+"""`retrain run`: train one run, fresh from a config or `--resume` from a run dir; the hook
+options add to the config's [hooks] table (retrain/hooks/, docs/hooks.md)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +22,7 @@ from retrain.cli._common import (
 from retrain.errors import ResumeError
 
 # Keys that may change on --resume: they do not change what the experiment means.
-RESUME_SAFE_PREFIXES = ("logging.",)
+RESUME_SAFE_PREFIXES = ("logging.", "hooks.")
 RESUME_SAFE_KEYS = ("training.max_steps", "training.save_every", "training.keep_checkpoints",
                     "training.micro_batch_size", "eval.every", "backend.threads", "model.device")
 
@@ -34,15 +36,35 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option("--out", help="Run directory (default logs/<condition>_s<seed>_<UTC time>).")] = None,
         resume: Annotated[Path | None, typer.Option("--resume", help="Continue this run dir from its newest checkpoint.")] = None,
         live: LiveOpt = False, silent: SilentOpt = False, no_console_output: NoConsoleOpt = False,
+        with_hooks: Annotated[list[str] | None, typer.Option(
+            "--with-hooks", metavar="GROUP", help="Turn on a hook group: minimal or full (repeatable; added to [hooks] groups).")] = None,
+        hooks: Annotated[list[str] | None, typer.Option(
+            "--hooks", metavar="NAME", help="Turn on hooks by name or 'module:factory' (repeatable or comma-separated; added to the groups and [hooks] names).")] = None,
+        hooks_list: Annotated[bool, typer.Option("--hooks-list", help="Print every built-in hook (points, groups, measured cost) and exit.")] = False,
+        hooks_describe: Annotated[str | None, typer.Option(
+            "--hooks-describe", metavar="NAME", help="Print one hook in detail (metrics, units, settings, cost) and exit.")] = None,
+        hook_csv: Annotated[bool, typer.Option("--hook-csv", help="Write hook metrics to <run>/hooks.csv.")] = False,
+        hook_jsonl: Annotated[bool, typer.Option("--hook-jsonl", help="Write hook metrics to <run>/hooks.jsonl.")] = False,
+        hook_wandb: Annotated[str | None, typer.Option(
+            "--hook-wandb", metavar="PROJECT", help="Log hook metrics to this wandb project (hooks/<hook>/<metric>).")] = None,
     ) -> None:
         """Train one run with LoRA: sample, reward, advantages, update, log, checkpoint."""
+        if hooks_list or hooks_describe is not None:  # no config needed, no torch imported
+            from retrain.hooks.registry import describe_text, list_text
+
+            typer.echo(list_text() if hooks_list else describe_text(hooks_describe or ""))
+            return
+        flags = HookFlags(groups=_split(with_hooks), names=_split(hooks),
+                          sinks=[s for s, on in (("csv", hook_csv), ("jsonl", hook_jsonl),
+                                                 ("wandb", hook_wandb is not None)) if on],
+                          wandb_project=hook_wandb or "")
         mode = console_mode(live, silent, no_console_output)
         if resume is not None:
             if config is not None:
                 raise ResumeError("give either CONFIG or --resume RUN_DIR, not both")
             cfg, run_dir = _resume_config(resume, set_ or [])
             is_resume = True
-            rewrite = bool(set_)
+            rewrite = bool(set_) or bool(flags)
         else:
             if config is None:
                 raise ResumeError("missing CONFIG: `retrain run CONFIG` or `retrain run --resume RUN_DIR`")
@@ -63,7 +85,57 @@ def register(app: typer.Typer) -> None:
                                   f"`retrain run --resume {run_dir}` or pick another --out")
             is_resume = False
             rewrite = True
+        cfg = with_hook_flags(cfg, flags)
         _train(cfg, run_dir, resume=is_resume, mode=mode, write_config=rewrite)
+
+
+@dataclass(frozen=True)
+class HookFlags:
+    """The hook options of `retrain run`; they add to the config's [hooks] table."""
+
+    groups: list[str]
+    names: list[str]
+    sinks: list[str]
+    wandb_project: str
+
+    def __bool__(self) -> bool:
+        return bool(self.groups or self.names or self.sinks)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Repeated options, each possibly comma-separated: ['norms,grad', 'adv'] -> 3 names."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def with_hook_flags(cfg, flags: HookFlags):  # noqa: ANN001, ANN201 - RetrainConfig; torch-free import
+    """`cfg` with the flags' groups, names and sinks added to [hooks], checked like the TOML."""
+    if not flags:
+        return cfg
+    import dataclasses
+
+    from retrain.errors import ConfigError
+    from retrain.hooks.registry import config_problems, name_problems, plugin_problems
+
+    problems = name_problems(flags.groups, flags.names, [],
+                             where=("--with-hooks", "--hooks", "--hook-*"))
+    if problems:
+        raise ConfigError(problems)
+    h = cfg.hooks
+
+    def merged(old: tuple[str, ...], new: list[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*old, *new]))
+
+    hooks = dataclasses.replace(h, groups=merged(h.groups, flags.groups),
+                                names=merged(h.names, flags.names),
+                                sinks=merged(h.sinks, flags.sinks),
+                                wandb_project=flags.wandb_project or h.wandb_project)
+    cfg = dataclasses.replace(cfg, hooks=hooks)
+    problems = config_problems(cfg)
+    if not problems:
+        problems = plugin_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
 
 
 def _resume_config(run_dir: Path, sets: list[str]):  # -> tuple[RetrainConfig, Path]

@@ -264,6 +264,9 @@ def cross_field_problems(cfg: RetrainConfig, explicit: set[str], *, strict_secti
     if cfg.squeeze.compress_to > 0 and cfg.squeeze.compress_to > cfg.lora.rank:
         p.append(f"{prefix}squeeze.compress_to: must be <= lora.rank ({cfg.lora.rank}), got {cfg.squeeze.compress_to}")
     p.extend(prefix + m for m in _seeds_policy_problems(cfg, explicit))
+    from retrain.hooks.registry import config_problems as hook_problems
+
+    p.extend(prefix + m for m in hook_problems(cfg))
     return p
 
 
@@ -317,6 +320,13 @@ def plugin_problems(cfg: RetrainConfig, *, prefix: str = "", plugins: str = "imp
 
         p.extend(prefix + m for m in check_plugin(mode, "algorithm.advantage_mode",
                                                   arities=ADVANTAGE_ARITY, run_code=False))
+    from retrain.plugins import transform_problems
+
+    p.extend(prefix + m for m in transform_problems(cfg.algorithm.transform_mode, plugins=plugins))
+    if plugins == "import":  # hook plugins named in [hooks] names
+        from retrain.hooks.registry import plugin_problems as hook_plugin_problems
+
+        p.extend(prefix + m for m in hook_plugin_problems(cfg))
     from retrain.tasks import check_data_config
 
     p.extend(prefix + m for m in check_data_config(cfg.data, run_code=plugins == "import"))
@@ -491,7 +501,7 @@ def _without_switched_off_transforms(raw: dict[str, Any], overrides: Mapping[str
     if not isinstance(mode, str):
         return raw
     try:
-        active = transform_parts(mode)
+        active = frozenset() if ":" in mode else transform_parts(mode)  # a plugin uses none
     except ValueError:
         return raw  # validation names the bad mode
     return {k: v for k, v in raw.items() if k not in TRANSFORM_SECTIONS or k in active}

@@ -95,7 +95,7 @@ class BackendConfig:
 @dataclass(frozen=True, kw_only=True)
 class AlgorithmConfig:
     advantage_mode: str = _f("grpo", "episode advantage: grpo, maxrl, rloo, or 'package.module:function' (rewards_G -> advantages_G)", choices=ADVANTAGE_MODES, open_choices=True)
-    transform_mode: str = _f("none", "token transforms applied after the episode advantage", choices=TRANSFORM_MODES)
+    transform_mode: str = _f("none", "token transforms applied after the episode advantage, or 'package.module:function' (adv_T, batch -> adv_T; docs/algorithms.md) applied instead of them", choices=TRANSFORM_MODES, open_choices=True)
     scale: str = _f("group", "grpo only: divide r - mean by the group std, the batch std, or nothing (Dr. GRPO)", choices=SCALES)
     eps: float = _f(1e-6, "stabiliser in std and maxrl denominators", gt=0)
     uncertainty_kind: str = _f("surprisal", "token uncertainty used by gtpo/sepa", choices=UNCERTAINTY_KINDS)
@@ -209,6 +209,7 @@ class LoggingConfig:
     wandb_tags: tuple[str, ...] = _f((), "extra wandb tags (condition and seed{seed} are always added)")
     wandb_mode: str = _f("", "wandb mode: online, offline, disabled (empty = WANDB_MODE or online)", choices=("", "online", "offline", "disabled"))
     sample_completions: int = _f(3, "completions printed at the end of a run", ge=0)
+    explain_every: int = _f(10, "record every N-th step (and the last) in explain/step_NNNNNN.npz for `retrain explain` (0 = never)", ge=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,6 +241,15 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HooksConfig:
+    groups: tuple[str, ...] = _f((), "hook groups to turn on: minimal, full (docs/hooks.md; `retrain run --hooks-list`)")
+    names: tuple[str, ...] = _f((), "hooks to turn on by name, added to the groups': norms, grad, entropy, adv, lengths, rank, groups, timing, or a plugin 'package.module:factory'")
+    sinks: tuple[str, ...] = _f((), "where hook metrics go: csv (<run>/hooks.csv), jsonl (<run>/hooks.jsonl), wandb; none: hooks only act (interventions)")
+    wandb_project: str = _f("", "wandb project of the wandb sink (empty: the run's logging.wandb_project)")
+    rank_every: int = _f(10, "the rank hook runs every N steps (an r x r SVD per LoRA module)", ge=1)
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuditConfig:
     enabled: bool = _f(True, "run the intervention audit at the end of a campaign (also `retrain analyze audit DIR`)")
     no_signal_frac: float = _f(0.9, "flag a run when more than this share of its groups had equal rewards (zero advantage, no learning signal)", ge=0, le=1)
@@ -250,7 +260,9 @@ class AuditConfig:
 class CampaignConfig:
     name: str = _f("", "campaign name (default: the file's stem); a plain directory name: letters, digits, . _ + = ~ -, not starting with '.'")
     seeds: tuple[int, ...] = _f((42,), "seeds; every condition runs once per seed (until_decided: the seeds to use first, in order)", ge=0, le=MAX_SEED)
-    executor: str = _f("auto", "auto (inprocess for 1 worker, else pool), inprocess, pool, or ray", choices=("auto", "inprocess", "pool", "ray"))
+    executor: str = _f("auto", "auto (packs when pack_runs, else inprocess for 1 worker, else pool), inprocess, pool, or ray", choices=("auto", "inprocess", "pool", "ray"))
+    pack_runs: bool = _f(True, "executor auto: train runs that share the model and LoRA shape together, one adapter per run on one base model, batched (docs/campaigns-execution.md)")
+    pack_size: int = _f(0, "most runs per pack (0 = every compatible run in one pack)", ge=0)
     max_workers: int = _f(1, "runs at once (pool workers or Ray tasks in flight)", ge=1)
     threads_per_worker: int = _f(0, "torch threads per worker (0 = cores / workers)", ge=0)
     stagger_seconds: float = _f(0.0, "delay between starting workers", ge=0)
@@ -296,6 +308,7 @@ class RetrainConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
     # [[phases]]: a multi-phase run (retrain/config/phases.py); () for an ordinary run
     phases: tuple[PhaseConfig, ...] = ()
@@ -308,7 +321,10 @@ class RetrainConfig:
 
     @property
     def transforms(self) -> frozenset[str]:
-        """The token transforms transform_mode applies, e.g. {'gtpo', 'sepa'}."""
+        """The built-in token transforms transform_mode applies, e.g. {'gtpo', 'sepa'}; none
+        for a user's transform ('package.module:function')."""
+        if ":" in self.algorithm.transform_mode:
+            return frozenset()
         return transform_parts(self.algorithm.transform_mode)
 
     @property
@@ -331,7 +347,7 @@ SECTIONS: dict[str, type] = {
     "backpressure": BackpressureConfig, "data": DataConfig, "eval": EvalConfig,
     "logging": LoggingConfig, "squeeze": SqueezeConfig,
     "curriculum": CurriculumConfig, "probe": ProbeConfig, "replay": ReplayConfig,
-    "audit": AuditConfig, "campaign": CampaignConfig,
+    "audit": AuditConfig, "hooks": HooksConfig, "campaign": CampaignConfig,
 }
 
 # Sections whose settings only mean something with a given transform; see `inactive_sections`.

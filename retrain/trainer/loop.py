@@ -20,13 +20,14 @@ from retrain.algo.backpressure import BackpressureController
 from retrain.backend.base import Replay, Rollouts
 from retrain.config.render import config_to_dict, render_toml
 from retrain.config.schema import RetrainConfig
+from retrain.hooks.base import OnCheckpoint, OnEval, PostAdvantages, PostSample, PostStep, PreStep
 from retrain.io import atomic_write_text
 from retrain.sinks.contract import Metrics
 from retrain.tasks.base import Problem, Task
 from retrain.trainer.state import StopFlag, TrainerState
 
 if TYPE_CHECKING:
-    from retrain.trainer.setup import RunContext
+    from retrain.trainer.setup import BackendFactory, RunContext
 
 
 @dataclass
@@ -47,12 +48,15 @@ def write_run_config(cfg: RetrainConfig, run_dir: Path, *, run_name: str) -> Non
 
 def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None = None,
               condition: str | None = None, resume: bool = False, console_mode: str = "progress",
-              stop: StopFlag | None = None, write_config: bool | None = None) -> RunResult:
+              stop: StopFlag | None = None, write_config: bool | None = None,
+              backend_factory: BackendFactory | None = None) -> RunResult:
     """Train one run into `run_dir` (fresh, or continue from its newest checkpoint).
 
     `write_config` (default: only when fresh) writes the resolved config.toml once the model
     and any checkpoint have loaded, so a failed resume leaves the old config in place.
     """
+    from retrain.environment import write_environment
+    from retrain.hooks.runner import build_hooks, start_hook_sinks
     from retrain.sinks import RunInfo, build_sinks
     from retrain.trainer.setup import (
         RunContext,
@@ -60,31 +64,39 @@ def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None =
         build_engine,
         build_sepa,
         custom_advantage,
+        custom_transform,
     )
 
+    t_entry = time.perf_counter()
     run_dir = Path(run_dir)
     run_name = run_name or run_dir.name
     condition = condition or cfg.condition
     stop = stop or StopFlag()
-    task, backend, state = build_engine(cfg, run_dir, resume=resume, progress=console_mode != "none")
+    task, backend, state = build_engine(cfg, run_dir, resume=resume, progress=console_mode != "none",
+                                        backend_factory=backend_factory)
     run_dir.mkdir(parents=True, exist_ok=True)
     if write_config if write_config is not None else not resume:
         write_run_config(cfg, run_dir, run_name=run_name)
+    write_environment(run_dir, device=cfg.model.device, resume=resume, start_step=state.step)
     info = RunInfo(run_name=run_name, condition=condition, seed=cfg.training.seed, run_dir=run_dir,
                    max_steps=cfg.training.max_steps, start_step=state.step,
                    config=config_to_dict(cfg, for_run=True), resumed=resume)
     ctx = RunContext(cfg=cfg, run_dir=run_dir, run_name=run_name, condition=condition, task=task,
                      backend=backend, state=state, sepa=build_sepa(cfg, state),
                      bp=build_backpressure(cfg, state), custom_fn=custom_advantage(cfg),
+                     custom_transform=custom_transform(cfg),
                      eval_problems=task.eval_problems(cfg.eval.size),
                      sinks=build_sinks(info, cfg.logging, console_mode=console_mode))
     if cfg.phases:
         from retrain.trainer.phases import PhaseDriver
 
         ctx.phases = PhaseDriver(ctx)
+    ctx.hooks = build_hooks(cfg, backend, ctx.sinks)
     sinks = ctx.sinks
     sinks.start(info)
+    start_hook_sinks(ctx.hooks, cfg, info, sinks, quiet=console_mode in ("silent", "none"))
     invocation_t0 = time.perf_counter()
+    ctx.setup_time_s = invocation_t0 - t_entry
     wall_before = state.wall_time_s
     status = "done"
     last: Metrics = {}
@@ -105,6 +117,8 @@ def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None =
             _check_divergence(cfg, state)
             state.wall_time_s = wall_before + (time.perf_counter() - invocation_t0)
             phase_end = ctx.phases is not None and ctx.phases.finish_if_last(step)
+            if ctx.hooks.stop_reason is not None:
+                break  # a hook stopped the run (said so in run.log): it ends done, here
             if (_due(step, cfg.training.save_every) or phase_end) and step < cfg.training.max_steps:
                 _checkpoint(ctx)
         state.wall_time_s = wall_before + (time.perf_counter() - invocation_t0)
@@ -119,6 +133,7 @@ def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None =
                      fatal=False)
         raise
     finally:
+        ctx.hooks.close()
         backend.close()
     sinks.finish(_summary(ctx, status))
     return RunResult(status=status, run_dir=run_dir, steps_done=state.step, wall_time_s=state.wall_time_s,
@@ -126,6 +141,7 @@ def train_run(cfg: RetrainConfig, run_dir: str | Path, *, run_name: str | None =
 
 
 def _one_step(ctx: RunContext, step: int) -> Metrics:
+    from retrain.trainer.explain_record import record_explain
     from retrain.trainer.stages import advantage_stage, reward_stage, sample_stage, train_stage
 
     cfg, state, sepa, bp, sinks = ctx.cfg, ctx.state, ctx.sepa, ctx.bp, ctx.sinks
@@ -140,12 +156,19 @@ def _one_step(ctx: RunContext, step: int) -> Metrics:
     else:
         problems = ctx.task.train_problems(state.data_cursor, batch_size)
     sepa_lambda = sepa.lambda_for_step(step) if cfg.uses_sepa else 0.0
+    hooks = ctx.hooks
+    hooks.call(PreStep(step, cfg.training.max_steps, hooks.base_lr(cfg.optimizer.lr)))
 
     sampled = sample_stage(ctx.backend, cfg, problems, step=step, chunk_size=chunk)
     rollouts = sampled.rollouts
+    hooks.call(PostSample(step, rollouts, cfg.training.max_tokens))
     rewarded = reward_stage(grader, problems, rollouts.completion_text, cfg.training.group_size)
     adv = advantage_stage(cfg, rollouts, rewarded.reward_N, sepa_lambda=sepa_lambda,
-                          custom_fn=ctx.custom_fn)
+                          custom_fn=ctx.custom_fn, custom_transform=ctx.custom_transform,
+                          trace=hooks.needs_trace)
+    hooks.call(PostAdvantages(step, rollouts, rewarded.reward_N, rollouts.prompt_index, adv.adv_T,
+                              adv.planning_T, adv.trace))
+    record_explain(ctx, step, problems, rollouts, rewarded.reward_N, adv, sepa_lambda=sepa_lambda)
     micro = chunk if chunk is not None else cfg.training.micro_batch_size
     trained = train_stage(ctx.backend, rollouts, adv.adv_T, micro_batch_size=micro, replay=replay)
     step_time = time.perf_counter() - t0
@@ -188,6 +211,7 @@ def _one_step(ctx: RunContext, step: int) -> Metrics:
         metrics.update(ctx.phases.probe_if_due(step))
     if _due(step, cfg.eval.every) or step == cfg.training.max_steps:
         sinks.log_eval(step, _evaluate(ctx, step=step))
+    hooks.call(PostStep(step, metrics, trained.grad_norms, ctx.backend.adapter_arrays))
     sinks.log_step(metrics)
     sinks.log_generations(step, _generation_records(problems, rollouts, rewarded.reward_N, cfg.training.group_size))
     return metrics
@@ -222,6 +246,7 @@ def _evaluate(ctx: RunContext, *, step: int = 0) -> dict[str, float]:
     else:
         cfg, task = ctx.cfg, ctx.task
     m = eval_stage(ctx.backend, cfg, task, ctx.eval_problems)
+    ctx.hooks.call(OnEval(step, m))
     state = ctx.state
     state.last_eval = m
     acc = m["eval_accuracy"]
@@ -244,6 +269,7 @@ def _checkpoint(ctx: RunContext) -> None:
     state.backpressure = ctx.bp.state_dict() if ctx.bp is not None else {}
     path = ctx.backend.save_checkpoint(state.step, state.to_dict())
     ctx.sinks.log_checkpoint(state.step, path)
+    ctx.hooks.call(OnCheckpoint(state.step, path))
 
 
 def _summary(ctx: RunContext, status: str, *, error: str | None = None) -> Metrics:
@@ -252,6 +278,7 @@ def _summary(ctx: RunContext, status: str, *, error: str | None = None) -> Metri
         "status": status, "wall_time_s": ctx.state.wall_time_s, "steps_done": ctx.state.step,
         "params_total": params.get("total"), "params_trainable": params.get("trainable"),
         "model": ctx.backend.model_path,
+        "setup_time_s": round(ctx.setup_time_s, 3),
     }
     if error:
         out["error"] = error

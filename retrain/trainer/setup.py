@@ -1,6 +1,7 @@
 """Everything a run needs before its first step, on one typed context: the task, the backend
 (model, adapter, optimizer; restored from the newest checkpoint on resume), the trainer state,
-the SEPA scheduler, the back-pressure controller, a custom advantage function and the sinks.
+the SEPA scheduler, the back-pressure controller, custom advantage and transform functions and
+the sinks.
 
 The step loop (`loop.py`) receives one `RunContext` and never looks at files or devices itself.
 This module imports no engine: `registry.build_backend` loads the one `backend.name` names.
@@ -8,15 +9,18 @@ This module imports no engine: `registry.build_backend` loads the one `backend.n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retrain.algo.advantages import AdvantageFn
 from retrain.algo.backpressure import BackpressureController
+from retrain.algo.pipeline import TransformFn
 from retrain.algo.sepa import SepaScheduler
 from retrain.backend.base import Backend
 from retrain.config.schema import RetrainConfig
+from retrain.hooks.runner import HookRunner
 from retrain.sinks.base import SinkSet
 from retrain.tasks import build_task
 from retrain.tasks.base import Problem, Task
@@ -41,17 +45,25 @@ class RunContext:
     eval_problems: list[Problem]
     sinks: SinkSet
     phases: PhaseDriver | None = None  # multi-phase runs ([[phases]])
+    custom_transform: TransformFn | None = None  # transform_mode given as 'package.module:function'
+    hooks: HookRunner = field(default_factory=lambda: HookRunner([]))  # [hooks]; empty: none
+    setup_time_s: float = 0.0  # this invocation's time before its first step (load, LoRA, restore)
 
 
-def build_engine(cfg: RetrainConfig, run_dir: Path, *, resume: bool,
-                 progress: bool = True) -> tuple[Task, Backend, TrainerState]:
+# Builds a run's backend instead of `backend.name`'s engine: a pack's member (executors/packed.py).
+BackendFactory = Callable[[RetrainConfig, Path], Backend]
+
+
+def build_engine(cfg: RetrainConfig, run_dir: Path, *, resume: bool, progress: bool = True,
+                 backend_factory: BackendFactory | None = None) -> tuple[Task, Backend, TrainerState]:
     """The task, the backend and the trainer state (restored from the newest intact checkpoint
     on resume). The task is built first: its streams do not touch torch's RNG, and the backend
     seeds torch before it initialises LoRA."""
     from retrain.backend.registry import build_backend
 
     task = build_task(cfg.data, cfg.training.seed)
-    backend = build_backend(cfg, run_dir, progress=progress)
+    backend = (backend_factory(cfg, run_dir) if backend_factory is not None
+               else build_backend(cfg, run_dir, progress=progress))
     state = TrainerState.from_dict(backend.restore()) if resume else TrainerState()
     return task, backend, state
 
@@ -84,3 +96,11 @@ def custom_advantage(cfg: RetrainConfig) -> AdvantageFn | None:
     from retrain.algo.advantages import load_custom_advantage
 
     return load_custom_advantage(cfg.algorithm.advantage_mode)
+
+
+def custom_transform(cfg: RetrainConfig) -> TransformFn | None:
+    if ":" not in cfg.algorithm.transform_mode:
+        return None
+    from retrain.plugins import load_custom_transform
+
+    return load_custom_transform(cfg.algorithm.transform_mode)

@@ -122,6 +122,7 @@ class Trained:
     skipped: bool  # no update: non-finite loss or gradient, or an update rolled back
     trained_tokens: int
     metrics: Metrics
+    grad_norms: dict[str, float]  # LoRA module -> grad norm, when the backend collects them (grad hook)
 
 
 def train_stage(backend: Backend, rollouts: Rollouts, adv_T: np.ndarray, *, micro_batch_size: int,
@@ -144,7 +145,10 @@ def train_stage(backend: Backend, rollouts: Rollouts, adv_T: np.ndarray, *, micr
         # multi-phase replay: the loss on current-phase and on replayed sequences, teacher KL
         **{k: stats[k] for k in REPLAY_KEYS if k in stats},
     }
-    return Trained(float(stats["loss"]), bool(stats.get("skipped", 0.0)), trained_tokens, m)
+    # per-module grad norms ride in the stats as "grad_norm/<module>"; they are hook rows, not
+    # metrics.jsonl fields
+    grad_norms = {k.removeprefix("grad_norm/"): v for k, v in stats.items() if k.startswith("grad_norm/")}
+    return Trained(float(stats["loss"]), bool(stats.get("skipped", 0.0)), trained_tokens, m, grad_norms)
 
 
 def eval_stage(backend: Backend, cfg: RetrainConfig, task: Task, problems: Sequence[Problem]) -> dict[str, float]:

@@ -273,12 +273,15 @@ def train_step(
     micro_batch_size: int,
     is_cap: float | None = None,
     replay: Replay | None = None,
+    collect_grad_norms: bool = False,
 ) -> dict[str, float]:
     """Forward/backward over micro-batches, clip, AdamW step, LR schedule step.
 
     Returns loss, pg_loss, grad_norm, clip_frac, kl, entropy, lr (the LR this step used),
     ratio_max_dev, skipped (1.0 when non-finite, or rolled back), rolled_back (1.0 when the update
-    made a weight non-finite and was undone), trained_tokens, forward_backward_s, optimizer_s.
+    made a weight non-finite and was undone), trained_tokens, forward_backward_s, optimizer_s;
+    with `collect_grad_norms`, also `grad_norm/<module>` for every LoRA module (A and B together,
+    before clipping: what the `grad` hook logs).
     """
     adv_T = np.asarray(adv_T, dtype=np.float32)
     if adv_T.shape != rollouts.logprob_T.shape:
@@ -293,6 +296,7 @@ def train_step(
     t1 = time.perf_counter()
     grads = [p.grad for p in params if p.grad is not None]
     grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    per_module = module_grad_norms(model) if collect_grad_norms else {}
     skipped = not (np.isfinite(stats["loss"]) and np.isfinite(grad_norm))
     rolled_back = False
     if skipped:
@@ -325,7 +329,29 @@ def train_step(
     t2 = time.perf_counter()
     model.eval()
     return {**stats, "grad_norm": grad_norm, "lr": lr, "skipped": float(skipped),
-            "rolled_back": float(rolled_back), "forward_backward_s": t1 - t0, "optimizer_s": t2 - t1}
+            "rolled_back": float(rolled_back), "forward_backward_s": t1 - t0, "optimizer_s": t2 - t1,
+            **per_module}
+
+
+def module_name(name: str) -> str:
+    """`base_model.model.model.layers.0.mlp.up_proj(.lora_A.default.weight)` -> the module path
+    in the base model, `model.layers.0.mlp.up_proj`."""
+    name = name.removeprefix("base_model.model.")
+    for suffix in (".lora_A.default.weight", ".lora_B.default.weight"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+@torch.no_grad()
+def module_grad_norms(model: PeftModel) -> dict[str, float]:
+    """{"grad_norm/<module>": sqrt(|grad A|^2 + |grad B|^2)} over the trained adapter's modules."""
+    sq: dict[str, float] = {}
+    for name, p in model.named_parameters():
+        if p.grad is None or not p.requires_grad or ".default." not in name:
+            continue
+        key = "grad_norm/" + module_name(name)
+        sq[key] = sq.get(key, 0.0) + float(p.grad.detach().float().pow(2).sum())
+    return {k: float(np.sqrt(v)) for k, v in sq.items()}
 
 
 # --- rollback of an update that made a weight non-finite -------------------------------------
