@@ -1,21 +1,29 @@
-"""Benchmark: the demo campaign in-process vs the worker pool (2 workers x 1 thread).
+"""Benchmark: a campaign trained packed, in a worker pool, or in-process, alternated in one run.
 
-Each mode runs `retrain campaign run campaigns/demo.toml` as a subprocess into a fresh temp dir
-(`--no-console-output`), after the tiny model is built once and cached (not timed). Reported per
-mode: campaign wall time, the sum of run wall times (each run's summary.json `wall_time_s`), and
-the overhead = campaign wall time - sum of run times / parallel runs (1 in-process, max_workers
-for the pool), in seconds and as % of the campaign wall time. The overhead holds everything that
-is not a run's training loop: interpreter start and imports, per-run model load and LoRA setup,
-checkpoint and adapter writes, squeeze, the comparison, and idle slots at the end of a pool.
-A second figure uses the manifest's start/end times per run (whole seconds), which include each
-run's setup, so it isolates what the campaign machinery itself costs.
+Modes (each runs `retrain campaign run` as a subprocess into a fresh temp dir, after the tiny
+model is built once and cached, not timed):
+- `pool`: 2 worker processes x 1 torch thread, each run loading its model and training alone
+  (`--executor pool`);
+- `packed`: every compatible run in one pack, one base model with one adapter per run, batched
+  sampling and one forward/backward per step for all runs (`campaign.pack_runs`, the default of
+  `executor = "auto"`);
+- `inprocess`: one run after another in the campaign process (`--executor inprocess`).
 
-Targets (issue 7): pool >= 1.7x in-process, overhead < 5%.
+The modes alternate (A B A B ...) for `--rounds` rounds; the figures are medians over rounds,
+and each speed-up is the median of the per-round ratios (so a round under a heavier load
+counts against both sides). Reported per mode: campaign wall time, the sum of the runs' loop
+times (summary.json `wall_time_s`), the overhead = wall - sum / parallel (parallel = workers
+for the pool, the pack's size for packed, 1 in-process) in seconds and % of wall, and the
+per-run fixed cost: `setup_time_s` (model load or reuse of the worker's kept model, LoRA init)
+and the first step's excess over the run's median step time.
 
-    .venv/bin/python bench/campaign.py [--campaign campaigns/demo.toml] [--keep]
+Scales: `--scale demo` is campaigns/demo.toml as shipped (15 runs x 20 steps); `--scale 20x100`
+the same campaign with 4 seeds (20 runs) of 100 steps and an eval every 25 steps, the kind of
+campaign a researcher runs.
 
-The in-process campaign gets torch's default thread count (OMP_NUM_THREADS is removed from its
-environment) so that both modes may use every core; `--inprocess-threads 1` gives it one thread.
+Targets (issue 20): packed >= 3x the pool's throughput at both scales; overhead <= 10% at 100 steps.
+
+    .venv/bin/python bench/campaign.py [--scale demo|20x100] [--rounds 3] [--modes pool,packed]
 """
 
 from __future__ import annotations
@@ -24,16 +32,20 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+SCALES = {
+    "demo": [],
+    "20x100": ["training.max_steps=100", "eval.every=25", "campaign.seeds=[42, 101, 202, 303]"],
+}
 
 
 @dataclass
@@ -41,15 +53,20 @@ class Result:
     mode: str
     parallel: int
     wall_s: float
-    run_sum_s: float  # sum of summary.json wall_time_s
-    span_sum_s: float  # sum of manifest ended - started (includes each run's setup)
+    run_sum_s: float  # sum of summary.json wall_time_s (each run's step loop, evals included)
+    setup_s: list[float]  # per run: summary.json setup_time_s
+    first_step_excess_s: list[float]  # per run: first step time - median step time
     runs: int
     done: int
     exit_code: int
 
-    def overhead(self, per_run: float) -> tuple[float, float]:
-        abs_s = self.wall_s - per_run / self.parallel
-        return abs_s, 100.0 * abs_s / self.wall_s
+    @property
+    def overhead_s(self) -> float:
+        return self.wall_s - self.run_sum_s / self.parallel
+
+    @property
+    def overhead_pct(self) -> float:
+        return 100.0 * self.overhead_s / self.wall_s
 
 
 def ensure_model(campaign: Path) -> str:
@@ -74,85 +91,116 @@ def child_env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_mode(mode: str, campaign: Path, out: Path, sets: list[str], parallel: int,
-             threads: int = 0) -> Result:
+def mode_args(mode: str, workers: int, threads: int) -> list[str]:
+    if mode == "pool":
+        return ["--executor", "pool", "--set", f"campaign.max_workers={workers}",
+                "--set", f"campaign.threads_per_worker={threads}"]
+    if mode == "inprocess":
+        return ["--executor", "inprocess"]
+    return ["--set", "campaign.pack_runs=true"]  # executor auto
+
+
+def run_mode(mode: str, campaign: Path, out: Path, sets: list[str], args: list[str]) -> Result:
     cmd = [sys.executable, "-m", "retrain", "campaign", "run", str(campaign), "--out", str(out),
-           "--no-console-output"]
-    cmd += ["--executor", mode]
+           "--no-console-output", *args]
     for s in sets:
         cmd += ["--set", s]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=child_env(threads), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=child_env(0), capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         print(f"[{mode}] exit code {proc.returncode}\n{proc.stderr[-2000:]}", file=sys.stderr)
     manifest = json.loads((out / "manifest.json").read_text())
-    run_sum = span_sum = 0.0
+    plan = json.loads((out / "plan.json").read_text())
+    run_sum = 0.0
+    setups: list[float] = []
+    excess: list[float] = []
     done = 0
     for rec in manifest["runs"].values():
-        summary = out / rec["run_dir"] / "summary.json"
-        if summary.is_file():
-            run_sum += float(json.loads(summary.read_text()).get("wall_time_s", 0.0))
-        if rec.get("started") and rec.get("ended"):
-            span_sum += (datetime.fromisoformat(rec["ended"]) - datetime.fromisoformat(rec["started"])).total_seconds()
+        run_dir = out / rec["run_dir"]
+        summary_path = run_dir / "summary.json"
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+            run_sum += float(summary.get("wall_time_s", 0.0))
+            setups.append(float(summary.get("setup_time_s", float("nan"))))
+        steps = [json.loads(line)["step_time_s"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                 if '"step_time_s"' in line]
+        if len(steps) > 1:
+            excess.append(steps[0] - statistics.median(steps))
         done += rec["status"] == "done"
-    return Result(mode=mode, parallel=parallel, wall_s=wall, run_sum_s=run_sum, span_sum_s=span_sum,
-                  runs=len(manifest["runs"]), done=done, exit_code=proc.returncode)
+    if mode == "packed":
+        parallel = max((len(p) for p in plan.get("packs") or [[0]]), default=1)
+    else:
+        parallel = int(next((a.split("=")[1] for a in args if a.startswith("campaign.max_workers=")), 1))
+    return Result(mode=mode, parallel=parallel, wall_s=wall, run_sum_s=run_sum, setup_s=setups,
+                  first_step_excess_s=excess, runs=len(manifest["runs"]), done=done,
+                  exit_code=proc.returncode)
 
 
-def report(results: list[Result]) -> None:
-    print(f"\n{'mode':<24}{'wall s':>9}{'Σ run s':>10}{'overhead s':>12}{'%':>7}"
-          f"{'Σ span s':>10}{'machinery s':>13}{'%':>7}{'done':>8}")
-    for r in results:
-        o_abs, o_pct = r.overhead(r.run_sum_s)
-        m_abs, m_pct = r.overhead(r.span_sum_s)
-        label = r.mode if r.parallel == 1 else f"{r.mode} ({r.parallel} parallel)"
-        print(f"{label:<24}{r.wall_s:>9.1f}{r.run_sum_s:>10.1f}{o_abs:>12.1f}{o_pct:>6.1f}%"
-              f"{r.span_sum_s:>10.1f}{m_abs:>13.1f}{m_pct:>6.1f}%{r.done:>5}/{r.runs}")
-    base = next((r for r in results if r.mode == "inprocess"), None)
-    for r in results:
-        if base is not None and r is not base:
-            speedup = base.wall_s / r.wall_s
-            verdict = "meets" if speedup >= 1.7 else "misses"
-            print(f"speed-up {r.mode} vs inprocess: {speedup:.2f}x ({verdict} the 1.7x target)")
-    for r in results:
-        _, pct = r.overhead(r.run_sum_s)
-        print(f"overhead {r.mode}: {pct:.1f}% ({'meets' if pct < 5 else 'misses'} the 5% target)")
+def med(xs: list[float]) -> float:
+    xs = [x for x in xs if x == x]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def report(rounds: list[dict[str, Result]], modes: list[str]) -> None:
+    print(f"\nmedians over {len(rounds)} rounds")
+    print(f"{'mode':<22}{'wall s':>9}{'Σ run s':>10}{'overhead s':>12}{'%':>7}"
+          f"{'setup s/run':>13}{'1st step +s':>13}{'done':>8}")
+    for mode in modes:
+        rs = [r[mode] for r in rounds]
+        label = mode if rs[0].parallel == 1 else f"{mode} ({rs[0].parallel} parallel)"
+        print(f"{label:<22}{med([r.wall_s for r in rs]):>9.1f}{med([r.run_sum_s for r in rs]):>10.1f}"
+              f"{med([r.overhead_s for r in rs]):>12.1f}{med([r.overhead_pct for r in rs]):>6.1f}%"
+              f"{med([x for r in rs for x in r.setup_s]):>13.3f}"
+              f"{med([x for r in rs for x in r.first_step_excess_s]):>13.3f}"
+              f"{rs[-1].done:>5}/{rs[-1].runs}")
+    if "pool" in modes:
+        for mode in modes:
+            if mode == "pool":
+                continue
+            ratios = [r["pool"].wall_s / r[mode].wall_s for r in rounds]
+            target = "" if mode != "packed" else f" ({'meets' if med(ratios) >= 3 else 'misses'} the 3x target)"
+            print(f"throughput {mode} / pool: {med(ratios):.2f}x (per round: "
+                  f"{', '.join(f'{x:.2f}' for x in ratios)}){target}")
+    if "packed" in modes:
+        pct = med([r["packed"].overhead_pct for r in rounds])
+        print(f"overhead packed: {pct:.1f}% of wall ({'meets' if pct <= 10 else 'misses'} the 10% target at 100 steps)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--campaign", type=Path, default=REPO / "campaigns" / "demo.toml")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="demo")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the modes (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="pool workers (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per pool worker (default 1)")
-    parser.add_argument("--modes", default="inprocess,pool", help="comma-separated: inprocess,pool")
-    parser.add_argument("--inprocess-threads", type=int, default=0,
-                        help="torch threads of the in-process campaign (default 0 = torch's default)")
+    parser.add_argument("--modes", default="pool,packed", help="comma-separated: pool,packed,inprocess")
     parser.add_argument("--keep", action="store_true", help="keep the campaign dirs (printed)")
     args = parser.parse_args()
+    modes = args.modes.split(",")
 
     print(f"cores: {os.cpu_count()}, load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     t0 = time.perf_counter()
     print(f"model: {ensure_model(args.campaign)} (ready in {time.perf_counter() - t0:.1f}s, not timed)")
+    print(f"scale {args.scale}: {args.campaign.name} {' '.join(SCALES[args.scale])}")
     root = Path(tempfile.mkdtemp(prefix="retrain-bench-campaign-"))
-    results = []
+    rounds: list[dict[str, Result]] = []
     try:
-        for mode in args.modes.split(","):
-            sets = [] if mode == "inprocess" else [f"campaign.max_workers={args.workers}",
-                                                    f"campaign.threads_per_worker={args.threads}"]
-            parallel = 1 if mode == "inprocess" else args.workers
-            threads = args.inprocess_threads if mode == "inprocess" else 0
-            print(f"running {mode} {' '.join(sets)}"
-                  f"{f' OMP_NUM_THREADS={threads}' if threads else ''} ...", flush=True)
-            r = run_mode(mode, args.campaign, root / mode, sets, parallel, threads)
-            print(f"  {r.wall_s:.1f}s, {r.done}/{r.runs} runs done", flush=True)
-            results.append(r)
+        for i in range(args.rounds):
+            results: dict[str, Result] = {}
+            for mode in modes:
+                print(f"round {i + 1}: {mode} ...", end=" ", flush=True)
+                r = run_mode(mode, args.campaign, root / f"{mode}{i}", SCALES[args.scale],
+                             mode_args(mode, args.workers, args.threads))
+                print(f"{r.wall_s:.1f}s, {r.done}/{r.runs} runs done", flush=True)
+                results[mode] = r
+            rounds.append(results)
     finally:
         if args.keep:
             print(f"campaign dirs kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    report(results)
+    report(rounds, modes)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -53,7 +53,31 @@ def plan_dict(spec: CampaignSpec, sets: list[str] | None = None) -> dict[str, An
         "seeds": list(spec.base.campaign.run_seeds),
         "total_steps": sum(r.max_steps for r in spec.runs),
         "runs": [run_entry(r) for r in spec.runs],
+        "packs": packing(spec),
     } | ({"sequential": seq} if (seq := design(spec)) is not None else {})
+
+
+def packing(spec: CampaignSpec) -> list[list[str]] | None:
+    """The packs the campaign trains (executors/packed.py), each a list of run names in plan
+    order, a run alone being a pack of one; None when the campaign does not pack."""
+    from retrain.executors.packed import plan_packs
+
+    c = spec.base.campaign
+    if c.executor != "auto" or not c.pack_runs:
+        return None
+    return plan_packs([(r.name, r.config) for r in spec.runs], c.pack_size)
+
+
+def packing_line(packs: list[list[str]] | None) -> str:
+    """How the plan's runs are packed, for the line under `campaign plan`'s table."""
+    if packs is None:
+        return "packing: off (each run loads the model and trains alone)"
+    sizes = [len(p) for p in packs if len(p) > 1]
+    alone = sum(len(p) == 1 for p in packs)
+    shown = ", ".join(f"{n}" for n in sizes) or "none"
+    return (f"packing: {len(sizes)} pack{'s' if len(sizes) != 1 else ''} of {shown} runs, each on "
+            f"one base model with its runs batched in lockstep; {alone} run{'s' if alone != 1 else ''} "
+            f"alone")
 
 
 def summary_line(spec: CampaignSpec, plan: dict[str, Any]) -> str:
@@ -91,5 +115,5 @@ def _flat(nested: dict[str, Any]) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, t in nested.items() if isinstance(t, dict) for k, v in t.items()}
 
 
-__all__ = ["diff_plans", "flat_dict", "hash_runs", "plan_dict", "run_entry", "spec_hash",
-           "summary_line"]
+__all__ = ["diff_plans", "flat_dict", "hash_runs", "packing", "packing_line", "plan_dict",
+           "run_entry", "spec_hash", "summary_line"]

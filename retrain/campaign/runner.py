@@ -172,6 +172,10 @@ def _reconcile(manifest: Manifest, old: dict[str, Any], new: dict[str, Any], out
 def build_executor(spec: CampaignSpec, *, executor: str | None = None) -> Any:
     c = spec.base.campaign
     kind = executor or c.executor
+    if kind == "auto" and c.pack_runs:
+        from retrain.executors.packed import PackedExecutor
+
+        return PackedExecutor(pack_size=c.pack_size)
     if kind == "auto":
         kind = "inprocess" if c.max_workers == 1 else "pool"
     if kind == "inprocess":

@@ -36,7 +36,7 @@ def plan(
     """Expand the grid and print every run (nothing is trained or written, no plugin code runs)."""
     from retrain.analysis.formats import Col, FitTable, print_result
     from retrain.campaign.grid import load_campaign
-    from retrain.campaign.plan import plan_dict, summary_line
+    from retrain.campaign.plan import packing_line, plan_dict, summary_line
 
     spec = load_campaign(file, set_ or [], plugins="locate")
     data = plan_dict(spec)
@@ -47,14 +47,18 @@ def plan(
     # between `key=value` items, never inside one.
     table = FitTable([Col("#", justify="right"), Col("run", kind="name"),
                       Col("condition", kind="name", drop=2), Col("seed", justify="right", drop=1),
-                      Col("steps", justify="right"), Col("overrides")],
+                      Col("steps", justify="right"), Col("pack", justify="right", drop=3),
+                      Col("overrides")],
                      title=f"campaign '{spec.name}' — spec {data['spec_hash']}")
+    pack_of = {n: (str(i) if len(p) > 1 else "alone")
+               for i, p in enumerate(data["packs"] or [], 1) for n in p}
     for i, run in enumerate(spec.runs, 1):
         ov = ", ".join(f"{k}={v}" for k, v in run.overrides.items()) or "—"
         table.add_row(str(i), run.name, Text(run.condition, style="cyan"), str(run.seed),
-                      str(run.max_steps), Text(ov, style="dim"))
+                      str(run.max_steps), pack_of.get(run.name, "—"), Text(ov, style="dim"))
     print_result(console, table)
     console.print(summary_line(spec, data))
+    console.print(packing_line(data["packs"]))
 
 
 

@@ -57,8 +57,9 @@ def error_tail(exc: BaseException, lines: int = 12) -> str:
 
 
 def execute_run(task: RunTask, *, console_mode: str = "none", parent_pid: int | None = None,
-                stop: Any = None) -> RunOutcome:
-    """The single-run entry point of every executor (in-process, pool worker, Ray task)."""
+                stop: Any = None, backend_factory: Any = None) -> RunOutcome:
+    """The single-run entry point of every executor (in-process, pool worker, Ray task, a
+    pack's thread: `backend_factory` builds its pack member)."""
     from retrain.config.load import build_config
     from retrain.errors import RetrainError
     from retrain.trainer.loop import train_run
@@ -74,7 +75,8 @@ def execute_run(task: RunTask, *, console_mode: str = "none", parent_pid: int | 
         if not task.resume:
             _clear_partial_run(run_dir)
         result = train_run(cfg, run_dir, run_name=task.name, condition=task.condition,
-                           resume=task.resume, console_mode=console_mode, stop=stop)
+                           resume=task.resume, console_mode=console_mode, stop=stop,
+                           backend_factory=backend_factory)
         return RunOutcome(name=task.name, status=result.status, steps_done=result.steps_done,
                           wall_time_s=result.wall_time_s, final_eval=result.final_eval)
     except KeyboardInterrupt:
@@ -111,7 +113,7 @@ def _clear_partial_run(run_dir: Path) -> None:
     """A run restarted from scratch (no checkpoint) must not keep rows of its earlier attempt."""
     import shutil
 
-    for name in ("metrics.jsonl", "summary.json", "emergence", "checkpoints", "adapter"):
+    for name in ("metrics.jsonl", "summary.json", "emergence", "checkpoints", "adapter", "explain"):
         p = run_dir / name
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

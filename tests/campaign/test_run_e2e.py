@@ -366,7 +366,8 @@ def test_kill9_then_resume_each_step_once(tmp_path: Path, victims: str) -> None:
     toml = write_campaign(tmp_path / "kill.toml", max_steps=KILL_STEPS, save_every=1)
     out = tmp_path / "out"
     log = tmp_path / "run.log"
-    proc = subprocess.Popen(_cmd("campaign", "run", toml, "--out", out, "--set", "campaign.max_workers=2"),
+    proc = subprocess.Popen(_cmd("campaign", "run", toml, "--out", out, "--executor", "pool",
+                                 "--set", "campaign.max_workers=2"),
                             cwd=REPO, env=_env(), stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
                             start_new_session=True)
     kids: list[int] = []
@@ -488,15 +489,19 @@ def test_spec_change_refused_then_forced(base: dict[str, Any], tmp_path: Path) -
 
 
 def test_inprocess_and_pool_give_identical_metrics(base: dict[str, Any], tmp_path: Path) -> None:
+    """Runs trained alone give the same bits whichever process trains them (the base campaign
+    itself trained packed: campaign.pack_runs, tests/executors/test_packed.py)."""
     assert base["res"].returncode == 0, show(base["res"])
-    out = tmp_path / "pool"
-    res = cli("campaign", "run", base["toml"], "--out", out, "--executor", "pool",
-              "--set", "campaign.max_workers=2", "--no-console-output")
-    assert res.returncode == 0, show(res)
-    assert_all_done(out, RUNS, max_steps=3)
+    outs = {}
+    for executor in ("inprocess", "pool"):
+        outs[executor] = out = tmp_path / executor
+        res = cli("campaign", "run", base["toml"], "--out", out, "--executor", executor,
+                  "--set", "campaign.max_workers=2", "--no-console-output")
+        assert res.returncode == 0, show(res)
+        assert_all_done(out, RUNS, max_steps=3)
     for name in RUNS:
-        a = [strip_timing(r) for r in rows(base["out"] / "runs" / name / "metrics.jsonl")]
-        b = [strip_timing(r) for r in rows(out / "runs" / name / "metrics.jsonl")]
+        a = [strip_timing(r) for r in rows(outs["inprocess"] / "runs" / name / "metrics.jsonl")]
+        b = [strip_timing(r) for r in rows(outs["pool"] / "runs" / name / "metrics.jsonl")]
         assert a == b, name
 
 
@@ -604,7 +609,7 @@ def test_sigterm_to_the_process_group_interrupts_runs_not_fails_them(tmp_path: P
     """Issue 13.6: `kill -TERM -<pgid>` (a scheduler stopping a job) reaches the pool workers too;
     their runs must end `interrupted` with a summary, and resume must finish them."""
     toml = write_campaign(tmp_path / "term.toml", max_steps=KILL_STEPS, save_every=0,
-                          campaign={"max_workers": 2})
+                          campaign={"max_workers": 2, "executor": "pool"})
     out = tmp_path / "out"
     log = tmp_path / "run.log"
     first = out / "runs" / RUNS[0]

@@ -107,14 +107,16 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     trainer_state: dict[str, Any],
     keep: int,
+    adapter: str = "default",
 ) -> Path:
-    """Write checkpoints/step_{step:06d}/ atomically, then keep only the newest `keep`."""
+    """Write checkpoints/step_{step:06d}/ atomically, then keep only the newest `keep`.
+    `adapter`: which of the model's peft adapters is the run's (a pack holds one per run)."""
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     tmp = temp_dir(root, prefix=f".{final.name}.tmp-")
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True, selected_adapters=["default"])
+        write_adapter(model, tmp, adapter)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         atomic_write_json(tmp / STATE_FILE, {
@@ -169,15 +171,19 @@ def load_checkpoint(
     model: PeftModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    adapter: str = "default",
+    restore_rng: bool = True,
 ) -> dict[str, Any]:
     """Restore adapter weights, optimizer, scheduler and RNG states; returns the trainer_state.
+    A pack's runs share the process's global RNG and draw nothing from it after LoRA init, so
+    they pass `restore_rng=False`.
 
     Raises DamagedCheckpoint (before changing anything) if a file is missing or unreadable.
     """
     ckpt_dir = Path(ckpt_dir)
     device = next(model.parameters()).device
     parts = read_checkpoint(ckpt_dir, device)
-    unexpected = [k for k in getattr(set_peft_model_state_dict(model, parts["adapter"]),
+    unexpected = [k for k in getattr(set_peft_model_state_dict(model, parts["adapter"], adapter_name=adapter),
                                      "unexpected_keys", []) if "lora_" in k]
     if unexpected:
         raise ResumeError(f"{ckpt_dir}: adapter keys do not match the model (e.g. {unexpected[0]}); "
@@ -188,7 +194,8 @@ def load_checkpoint(
     except (KeyError, ValueError, TypeError) as exc:
         raise DamagedCheckpoint(f"{ckpt_dir}: optimizer.pt or scheduler.pt does not fit this "
                                 f"run ({type(exc).__name__}: {exc})") from exc
-    set_rng_state(parts["saved"]["rng_state"])
+    if restore_rng:
+        set_rng_state(parts["saved"]["rng_state"])
     return dict(parts["saved"]["trainer_state"])
 
 
@@ -197,6 +204,8 @@ def load_latest(
     model: PeftModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    adapter: str = "default",
+    restore_rng: bool = True,
 ) -> dict[str, Any]:
     """Restore from the newest intact checkpoint; damaged newer ones are moved aside.
 
@@ -209,7 +218,7 @@ def load_latest(
     problems: list[str] = []
     for ckpt in reversed(found):
         try:
-            state = load_checkpoint(ckpt, model, optimizer, scheduler)
+            state = load_checkpoint(ckpt, model, optimizer, scheduler, adapter, restore_rng)
         except DamagedCheckpoint as exc:
             problems.append(str(exc))
             aside = ckpt.with_name(f".damaged-{ckpt.name}")
@@ -241,14 +250,16 @@ def clean_temp_dirs(run_dir: Path) -> list[Path]:
     return found
 
 
-def save_final_adapter(run_dir: Path, model: PeftModel, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+def save_final_adapter(run_dir: Path, model: PeftModel, tokenizer: PreTrainedTokenizerBase | None = None,
+                       adapter: str = "default") -> Path:
     """Write `<run>/adapter/` atomically: the PEFT adapter and the tokenizer files, so that
     `AutoPeftModelForCausalLM.from_pretrained(adapter)` and `AutoTokenizer.from_pretrained(adapter)`
     both work from the one dir (the base model is found through adapter_config.json)."""
-    return save_adapter_dir(model, Path(run_dir) / "adapter", tokenizer)
+    return save_adapter_dir(model, Path(run_dir) / "adapter", tokenizer, adapter)
 
 
-def save_adapter_dir(model: PeftModel, path: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+def save_adapter_dir(model: PeftModel, path: Path, tokenizer: PreTrainedTokenizerBase | None = None,
+                     adapter: str = "default") -> Path:
     """The adapter alone (PEFT safetensors + adapter_config.json, and the tokenizer files when
     given) at `path`, replaced atomically: the final adapter, and a multi-phase run's ledger
     entries and per-phase snapshots."""
@@ -256,7 +267,7 @@ def save_adapter_dir(model: PeftModel, path: Path, tokenizer: PreTrainedTokenize
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(path.parent, prefix=f".{path.name}.tmp-")
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True, selected_adapters=["default"])
+        write_adapter(model, tmp, adapter)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         share_tree(tmp)
@@ -267,11 +278,22 @@ def save_adapter_dir(model: PeftModel, path: Path, tokenizer: PreTrainedTokenize
     return path
 
 
-def load_adapter_weights(model: PeftModel, path: Path) -> None:
+def write_adapter(model: PeftModel, directory: Path, adapter: str) -> None:
+    """The PEFT files of one adapter directly in `directory` (peft writes any adapter but
+    "default" into a subfolder named after it; a pack's adapters are moved up from there)."""
+    model.save_pretrained(str(directory), safe_serialization=True, selected_adapters=[adapter])
+    if adapter != "default":
+        sub = Path(directory) / adapter
+        for f in sub.iterdir():
+            os.replace(f, Path(directory) / f.name)
+        sub.rmdir()
+
+
+def load_adapter_weights(model: PeftModel, path: Path, adapter: str = "default") -> None:
     """Set the adapter's weights to those saved in `path` (by `save_adapter_dir`), bit for bit."""
     device = next(model.parameters()).device
     tensors = load_file(str(Path(path) / ADAPTER_FILE), device=str(device))
-    result = set_peft_model_state_dict(model, tensors)
+    result = set_peft_model_state_dict(model, tensors, adapter_name=adapter)
     unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if unexpected:
         raise ResumeError(f"{path}: adapter keys do not match the model (e.g. {unexpected[0]})")

@@ -22,7 +22,8 @@ from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from retrain.backend.base import Rollouts
 
-__all__ = ["Rollouts", "entropy_of", "positions_from_mask", "process_logits", "sample"]
+__all__ = ["Rollouts", "build_rollouts", "encode_prompts", "entropy_of", "positions_from_mask",
+           "process_logits", "sample", "special_ids"]
 
 
 def process_logits(
@@ -78,7 +79,7 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _decode_chunk(
+def decode_chunk(
     model: torch.nn.Module,
     prompts: list[list[int]],
     uniforms: np.ndarray,
@@ -190,12 +191,10 @@ def sample(
     """Sample n_per_prompt completions per prompt; chunk_size = sequences in flight (None = all)."""
     t_start = time.perf_counter()
     device = torch.device(device)
-    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    seq_prompts = [list(encoded[i // n_per_prompt]) for i in range(len(prompts) * n_per_prompt)]
+    seq_prompts = encode_prompts(tokenizer, prompts, n_per_prompt)
     n_seq = len(seq_prompts)
     chunk = n_seq if not chunk_size or chunk_size <= 0 else chunk_size
-    eos_id = tokenizer.eos_token_id
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_id or 0)
+    eos_id, pad_id = special_ids(tokenizer)
     was_training = model.training
     model.eval()
     ids_all: list[list[int]] = []
@@ -206,7 +205,7 @@ def sample(
         for lo in range(0, n_seq, chunk):
             hi = min(lo + chunk, n_seq)
             u = sequence_uniforms(seed, step, range(lo, hi), max_tokens)
-            ids, lps, ents, pre = _decode_chunk(
+            ids, lps, ents, pre = decode_chunk(
                 model, seq_prompts[lo:hi], u, max_tokens=max_tokens, temperature=temperature,
                 top_p=top_p, greedy=greedy, eos_id=eos_id, pad_id=pad_id, device=device)
             ids_all += ids
@@ -215,6 +214,31 @@ def sample(
             prefill_s += pre
     finally:
         model.train(was_training)
+    return build_rollouts(tokenizer, seq_prompts, ids_all, lp_all, ent_all,
+                          n_per_prompt=n_per_prompt, max_tokens=max_tokens, temperature=temperature,
+                          top_p=top_p, t_start=t_start, prefill_s=prefill_s)
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], n_per_prompt: int) -> list[list[int]]:
+    """The prompt ids of every sequence, group-major: sequence i continues prompt i // n_per_prompt."""
+    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    return [list(encoded[i // n_per_prompt]) for i in range(len(prompts) * n_per_prompt)]
+
+
+def special_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int | None, int]:
+    """(eos id or None, pad id): the pad falls back to eos, then 0."""
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_id or 0)
+    return eos_id, pad_id
+
+
+def build_rollouts(tokenizer: PreTrainedTokenizerBase, seq_prompts: list[list[int]],
+                   ids_all: list[list[int]], lp_all: list[list[float]], ent_all: list[list[float]],
+                   *, n_per_prompt: int, max_tokens: int, temperature: float, top_p: float,
+                   t_start: float, prefill_s: float) -> Rollouts:
+    """Decoded texts, token spans and flat arrays of sampled sequences, as a Rollouts."""
+    eos_id = tokenizer.eos_token_id
+    n_seq = len(seq_prompts)
     t_gen = time.perf_counter()
     texts = tokenizer.batch_decode(ids_all, skip_special_tokens=True)
     lengths = np.array([len(s) for s in ids_all], dtype=np.int64)
