@@ -4,9 +4,9 @@ Modes (each runs `retrain campaign run` as a subprocess into a fresh temp dir, a
 model is built once and cached, not timed):
 - `pool`: 2 worker processes x 1 torch thread, each run loading its model and training alone
   (`--executor pool`);
-- `packed`: every compatible run in one pack, one base model with one adapter per run, batched
-  sampling and one forward/backward per step for all runs (`campaign.pack_runs`, the default of
-  `executor = "auto"`);
+- `packed`: the same 2 workers x 1 thread, each training a pack of half the runs: one base model
+  with one adapter per run, batched sampling and one forward/backward per step for the pack's
+  runs (`campaign.pack_runs`, the default of `executor = "auto"`);
 - `inprocess`: one run after another in the campaign process (`--executor inprocess`).
 
 The modes alternate (A B A B ...) for `--rounds` rounds; the figures are medians over rounds,
@@ -97,7 +97,8 @@ def mode_args(mode: str, workers: int, threads: int) -> list[str]:
                 "--set", f"campaign.threads_per_worker={threads}"]
     if mode == "inprocess":
         return ["--executor", "inprocess"]
-    return ["--set", "campaign.pack_runs=true"]  # executor auto
+    return ["--set", "campaign.pack_runs=true", "--set", f"campaign.max_workers={workers}",  # executor auto
+            "--set", f"campaign.threads_per_worker={threads}"]
 
 
 def run_mode(mode: str, campaign: Path, out: Path, sets: list[str], args: list[str]) -> Result:
@@ -128,10 +129,11 @@ def run_mode(mode: str, campaign: Path, out: Path, sets: list[str], args: list[s
         if len(steps) > 1:
             excess.append(steps[0] - statistics.median(steps))
         done += rec["status"] == "done"
-    if mode == "packed":
-        parallel = max((len(p) for p in plan.get("packs") or [[0]]), default=1)
+    workers = int(next((a.split("=")[1] for a in args if a.startswith("campaign.max_workers=")), 1))
+    if mode == "packed":  # the runs of the packs trained at once (one pack per worker)
+        parallel = sum(len(p) for p in (plan.get("packs") or [[0]])[:workers])
     else:
-        parallel = int(next((a.split("=")[1] for a in args if a.startswith("campaign.max_workers=")), 1))
+        parallel = workers
     return Result(mode=mode, parallel=parallel, wall_s=wall, run_sum_s=run_sum, setup_s=setups,
                   first_step_excess_s=excess, runs=len(manifest["runs"]), done=done,
                   exit_code=proc.returncode)

@@ -58,14 +58,15 @@ def plan_dict(spec: CampaignSpec, sets: list[str] | None = None) -> dict[str, An
 
 
 def packing(spec: CampaignSpec) -> list[list[str]] | None:
-    """The packs the campaign trains (executors/packed.py), each a list of run names in plan
-    order, a run alone being a pack of one; None when the campaign does not pack."""
+    """The packs the campaign trains (executors/packed.py; with max_workers > 1 the pool's
+    workers train one pack each at a time), each a list of run names in plan order, a run alone
+    being a pack of one; None when the campaign does not pack."""
     from retrain.executors.packed import plan_packs
 
     c = spec.base.campaign
     if c.executor != "auto" or not c.pack_runs:
         return None
-    return plan_packs([(r.name, r.config) for r in spec.runs], c.pack_size)
+    return plan_packs([(r.name, r.config) for r in spec.runs], c.pack_size, c.max_workers)
 
 
 def packing_line(packs: list[list[str]] | None) -> str:

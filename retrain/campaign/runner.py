@@ -172,7 +172,7 @@ def _reconcile(manifest: Manifest, old: dict[str, Any], new: dict[str, Any], out
 def build_executor(spec: CampaignSpec, *, executor: str | None = None) -> Any:
     c = spec.base.campaign
     kind = executor or c.executor
-    if kind == "auto" and c.pack_runs:
+    if kind == "auto" and c.pack_runs and c.max_workers == 1:
         from retrain.executors.packed import PackedExecutor
 
         return PackedExecutor(pack_size=c.pack_size)
@@ -186,7 +186,8 @@ def build_executor(spec: CampaignSpec, *, executor: str | None = None) -> Any:
         from retrain.executors.pool import PoolExecutor
 
         return PoolExecutor(max_workers=c.max_workers, threads_per_worker=c.threads_per_worker,
-                            stagger_seconds=c.stagger_seconds)
+                            stagger_seconds=c.stagger_seconds,
+                            pack=(executor or c.executor) == "auto" and c.pack_runs, pack_size=c.pack_size)
     from retrain.executors.ray_executor import RayExecutor
 
     return RayExecutor(address=c.ray_address or None, num_cpus=c.num_cpus, num_gpus=c.num_gpus,

@@ -34,9 +34,10 @@ def pack_key(cfg: Any) -> str | None:
                       sort_keys=True)
 
 
-def plan_packs(configs: list[tuple[str, Any]], pack_size: int = 0) -> list[list[str]]:
+def plan_packs(configs: list[tuple[str, Any]], pack_size: int = 0, workers: int = 1) -> list[list[str]]:
     """Run names grouped into packs (plan order kept within a pack); a run alone is a pack of 1.
-    `pack_size` 0 puts every compatible run in one pack."""
+    `pack_size` 0 splits each group of compatible runs evenly over `workers` packs (one pack per
+    pool worker), so one worker's pack does not wait for another's."""
     groups: dict[str, list[str]] = {}
     alone: list[list[str]] = []
     for name, cfg in configs:
@@ -47,7 +48,7 @@ def plan_packs(configs: list[tuple[str, Any]], pack_size: int = 0) -> list[list[
             groups.setdefault(key, []).append(name)
     packs: list[list[str]] = []
     for names in groups.values():
-        size = pack_size if pack_size > 0 else len(names)
+        size = pack_size if pack_size > 0 else -(-len(names) // max(workers, 1))
         packs += [names[i:i + size] for i in range(0, len(names), size)]
     return packs + alone
 
@@ -72,8 +73,8 @@ class _StopLatch:
 class PackStopFlag(StopFlag):
     """A pack member's StopFlag (see _StopLatch)."""
 
-    def __init__(self, latch: _StopLatch, *, stop_file: Path) -> None:
-        super().__init__(stop_file=stop_file)
+    def __init__(self, latch: _StopLatch, *, stop_file: Path, parent_pid: int | None = None) -> None:
+        super().__init__(stop_file=stop_file, parent_pid=parent_pid)
         self.latch = latch
         self.looks = 0
 
@@ -92,6 +93,77 @@ class PackReport:
     busy_s: float  # time in batched sample/train calls
 
 
+def load_configs(tasks: list[RunTask]) -> list[tuple[str, Any]]:
+    """(name, RetrainConfig or None) of every task; None: execute_run will report the problem."""
+    from retrain.config.load import build_config
+    from retrain.errors import RetrainError
+
+    out: list[tuple[str, Any]] = []
+    for t in tasks:
+        try:
+            cfg, _ = build_config(tomllib.loads(t.config_toml), source=f"{t.name}/config.toml")
+        except (RetrainError, tomllib.TOMLDecodeError):
+            cfg = None
+        out.append((t.name, cfg))
+    return out
+
+
+def task_packs(tasks: list[RunTask], pack_size: int, workers: int = 1) -> list[tuple[list[RunTask], list[Any]]]:
+    """The tasks grouped into packs, each with its runs' configs (a run alone: a pack of 1)."""
+    configs = load_configs(tasks)
+    by_name = {t.name: t for t in tasks}
+    cfg_of = dict(configs)
+    packs = plan_packs([(n, c) for n, c in configs if c is not None], pack_size, workers)
+    packs += [[n] for n, c in configs if c is None]
+    return [([by_name[n] for n in names], [cfg_of[n] for n in names]) for names in packs]
+
+
+def run_pack(tasks: list[RunTask], cfgs: list[Any], emit: EventFn, *, stops: list[StopFlag],
+             stopped: Any = None, parent_pid: int | None = None) -> PackReport | None:
+    """Train the runs of one pack to the end, one thread each, in this process; `emit` gets their
+    started/finished events (from their threads). Used by PackedExecutor and by pool workers."""
+    import time
+
+    from retrain.backend.local.pack import Pack
+
+    t0 = time.perf_counter()
+    for t in tasks:
+        emit("started", t.name, None)
+    try:
+        pack = Pack(cfgs)
+    except Exception as exc:  # noqa: BLE001 - the pack's runs fail with the reason
+        from retrain.executors.base import error_tail
+
+        for t in tasks:
+            emit("finished", t.name, RunOutcome(name=t.name, status="failed", error=error_tail(exc)))
+        return None
+    setup_s = time.perf_counter() - t0
+
+    def body(k: int, task: RunTask, stop: StopFlag) -> None:
+        try:
+            outcome = execute_run(task, console_mode="none", stop=stop,
+                                  backend_factory=lambda cfg, run_dir: pack.member(k, cfg, run_dir))
+        finally:
+            pack.leave(k)  # also when the run failed before its backend existed
+        emit("finished", task.name, outcome)
+
+    threads = []
+    latch = _StopLatch()
+    for k, task in enumerate(tasks):
+        stop = PackStopFlag(latch, stop_file=Path(task.stop_file), parent_pid=parent_pid)
+        stops.append(stop)
+        if stopped is not None and stopped():
+            stop.set("campaign stop requested")
+        th = threading.Thread(target=body, args=(k, task, stop), name=f"retrain-pack-{k}", daemon=True)
+        threads.append(th)
+        th.start()
+    for th in threads:
+        while th.is_alive():
+            th.join(0.5)  # a bounded wait keeps Ctrl+C reaching this thread's handler
+    pack.close()
+    return PackReport(runs=[t.name for t in tasks], setup_s=setup_s, busy_s=pack.busy_s)
+
+
 class PackedExecutor:
     def __init__(self, *, pack_size: int = 0, console_mode: str = "none") -> None:
         self.pack_size = pack_size
@@ -102,27 +174,13 @@ class PackedExecutor:
         self.reports: list[PackReport] = []
 
     def run(self, tasks: list[RunTask], on_event: EventFn) -> None:
-        from retrain.config.load import build_config
-        from retrain.errors import RetrainError
-
-        by_name = {t.name: t for t in tasks}
-        configs: list[tuple[str, Any]] = []
-        for t in tasks:
-            try:
-                cfg, _ = build_config(tomllib.loads(t.config_toml), source=f"{t.name}/config.toml")
-            except (RetrainError, tomllib.TOMLDecodeError):
-                cfg = None  # execute_run reports the problem as the run's failure
-            configs.append((t.name, cfg))
-        packable = [(n, c) for n, c in configs if c is not None]
-        packs = plan_packs(packable, self.pack_size) + [[n] for n, c in configs if c is None]
-        cfg_of = dict(configs)
-        for names in packs:
+        for pack_tasks, cfgs in task_packs(tasks, self.pack_size):
             if self._stop_requested:
                 break
-            if len(names) == 1:
-                self._run_alone(by_name[names[0]], on_event)
+            if len(pack_tasks) == 1:
+                self._run_alone(pack_tasks[0], on_event)
             else:
-                self._run_pack([by_name[n] for n in names], [cfg_of[n] for n in names], on_event)
+                self._run_pack(pack_tasks, cfgs, on_event)
 
     def _event(self, on_event: EventFn, event: str, name: str, outcome: RunOutcome | None) -> None:
         with self._event_lock:
@@ -136,47 +194,10 @@ class PackedExecutor:
         self._event(on_event, "finished", task.name, outcome)
 
     def _run_pack(self, tasks: list[RunTask], cfgs: list[Any], on_event: EventFn) -> None:
-        import time
-
-        from retrain.backend.local.pack import Pack
-
-        t0 = time.perf_counter()
-        for t in tasks:
-            self._event(on_event, "started", t.name, None)
-        try:
-            pack = Pack(cfgs)
-        except Exception as exc:  # noqa: BLE001 - the pack's runs fail with the reason
-            from retrain.executors.base import error_tail
-
-            for t in tasks:
-                self._event(on_event, "finished", t.name,
-                            RunOutcome(name=t.name, status="failed", error=error_tail(exc)))
-            return
-        setup_s = time.perf_counter() - t0
-
-        def body(k: int, task: RunTask, stop: StopFlag) -> None:
-            try:
-                outcome = execute_run(task, console_mode="none", stop=stop,
-                                      backend_factory=lambda cfg, run_dir: pack.member(k, cfg, run_dir))
-            finally:
-                pack.leave(k)  # also when the run failed before its backend existed
-            self._event(on_event, "finished", task.name, outcome)
-
-        threads = []
-        latch = _StopLatch()
-        for k, task in enumerate(tasks):
-            stop = PackStopFlag(latch, stop_file=Path(task.stop_file))
-            self.stops.append(stop)
-            if self._stop_requested:
-                stop.set("campaign stop requested")
-            th = threading.Thread(target=body, args=(k, task, stop), name=f"retrain-pack-{k}", daemon=True)
-            threads.append(th)
-            th.start()
-        for th in threads:
-            while th.is_alive():
-                th.join(0.5)  # a bounded wait keeps Ctrl+C reaching this thread's handler
-        pack.close()
-        self.reports.append(PackReport(runs=[t.name for t in tasks], setup_s=setup_s, busy_s=pack.busy_s))
+        report = run_pack(tasks, cfgs, lambda ev, name, outcome: self._event(on_event, ev, name, outcome),
+                          stops=self.stops, stopped=lambda: self._stop_requested)
+        if report is not None:
+            self.reports.append(report)
 
     def request_stop(self) -> None:
         self._stop_requested = True

@@ -1,4 +1,5 @@
-"""Worker-pool executor: `max_workers` long-lived processes, each running many runs in turn.
+"""Worker-pool executor: `max_workers` long-lived processes, each running many runs in turn, or
+(`pack`) a pack of runs at a time (executors/packed.py: one base model, one adapter per run).
 
 torch/transformers are imported once per worker, not once per run. Each worker gets a thread
 budget (`threads_per_worker`). A worker that dies is replaced and its run is marked failed with
@@ -40,14 +41,25 @@ def _worker(task_q: Any, result_q: Any, threads: int, parent_pid: int, worker_id
             continue
         if item is None:
             return
-        result_q.put(("started", worker_id, item.name, None))
-        outcome = execute_run(item, console_mode="none", parent_pid=parent_pid)
-        result_q.put(("finished", worker_id, item.name, outcome))
+        if len(item) > 1:
+            from retrain.executors.packed import load_configs, run_pack
+
+            run_pack(item, [cfg for _, cfg in load_configs(item)],
+                     lambda ev, name, outcome: result_q.put((ev, worker_id, name, outcome)),
+                     stops=[], parent_pid=parent_pid)
+            continue
+        task = item[0]
+        result_q.put(("started", worker_id, task.name, None))
+        outcome = execute_run(task, console_mode="none", parent_pid=parent_pid)
+        result_q.put(("finished", worker_id, task.name, outcome))
 
 
 class PoolExecutor:
-    def __init__(self, *, max_workers: int, threads_per_worker: int = 0, stagger_seconds: float = 0.0) -> None:
+    def __init__(self, *, max_workers: int, threads_per_worker: int = 0, stagger_seconds: float = 0.0,
+                 pack: bool = False, pack_size: int = 0) -> None:
         self.max_workers = max_workers
+        self.pack = pack  # hand workers packs of compatible runs instead of single runs
+        self.pack_size = pack_size
         cores = os.cpu_count() or 1
         self.threads = threads_per_worker or max(1, cores // max_workers)
         self.stagger = stagger_seconds
@@ -64,25 +76,30 @@ class PoolExecutor:
     def run(self, tasks: list[RunTask], on_event: EventFn) -> None:
         if not tasks:
             return
-        # one queue per worker: a dead worker's run is known exactly
-        task_qs = {wid: self.ctx.Queue() for wid in range(min(self.max_workers, len(tasks)))}
+        if self.pack:
+            from retrain.executors.packed import task_packs
+
+            pending = [ts for ts, _ in task_packs(tasks, self.pack_size, self.max_workers)]
+        else:
+            pending = [[t] for t in tasks]
+        # one queue per worker: a dead worker's runs are known exactly
+        task_qs = {wid: self.ctx.Queue() for wid in range(min(self.max_workers, len(pending)))}
         result_q = self.ctx.Queue()
-        pending = list(tasks)
-        busy: dict[int, str | None] = {}
+        busy: dict[int, list[str]] = {}
         for i, wid in enumerate(task_qs):
             if i and self.stagger:
                 time.sleep(self.stagger)
             self._start_worker(wid, task_qs[wid], result_q)
-            busy[wid] = None
+            busy[wid] = []
         remaining = len(tasks)
         try:
             while remaining:
                 for wid, current in busy.items():
-                    if current is None and pending and not self._stopping:
-                        task = pending.pop(0)
-                        busy[wid] = task.name
-                        task_qs[wid].put(task)
-                if self._stopping and all(v is None for v in busy.values()):
+                    if not current and pending and not self._stopping:
+                        item = pending.pop(0)
+                        busy[wid] = [t.name for t in item]
+                        task_qs[wid].put(item)
+                if self._stopping and not any(busy.values()):
                     break
                 try:
                     event, wid, name, outcome = result_q.get(timeout=0.5)
@@ -92,7 +109,8 @@ class PoolExecutor:
                 if event == "started":
                     on_event("started", name, None)
                 else:
-                    busy[wid] = None
+                    if name in busy.get(wid, []):
+                        busy[wid].remove(name)
                     remaining -= 1
                     on_event("finished", name, outcome)
         except BaseException:
@@ -109,19 +127,18 @@ class PoolExecutor:
                 if p.is_alive():
                     p.kill()  # workers ignore SIGTERM
 
-    def _reap_dead(self, busy: dict[int, str | None], task_qs: dict[int, Any], result_q: Any,
+    def _reap_dead(self, busy: dict[int, list[str]], task_qs: dict[int, Any], result_q: Any,
                    on_event: EventFn) -> int:
         """Replace dead workers; their runs are failed with the reason. Returns runs lost."""
         lost = 0
         for wid, p in list(self.workers.items()):
             if p.is_alive():
                 continue
-            name = busy.get(wid)
-            if name is not None:
+            for name in busy.get(wid, []):
                 reason = f"worker process died (exit code {p.exitcode}; a negative code is the signal number)"
                 on_event("finished", name, RunOutcome(name=name, status="failed", error=reason))
                 lost += 1
-            busy[wid] = None
+            busy[wid] = []
             if not self._stopping:
                 task_qs[wid] = self.ctx.Queue()
                 self._start_worker(wid, task_qs[wid], result_q)

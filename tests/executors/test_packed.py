@@ -57,11 +57,14 @@ def test_multi_phase_runs_and_other_backends_train_alone() -> None:
 # --- end to end through the CLI -----------------------------------------------------------------
 
 def write_campaign(path: Path, *, max_steps: int = 3, save_every: int = 10,
-                   reward: str | None = None) -> Path:
+                   reward: str | None = None, workers: int = 1) -> Path:
+    """3 runs in one pack (workers = 1: in the campaign process; 2: the pool's workers train
+    packs of 2 and 1 runs)."""
     lines = ["[backend]", "threads = 1", "",
              "[training]", f"max_steps = {max_steps}", "batch_size = 4", "group_size = 4",
              f"save_every = {save_every}", "", "[eval]", "size = 10", "every = 0", "",
-             "[data]", "eval_size = 50", "", "[campaign]", "seeds = [1]", "pack_runs = true"]
+             "[data]", "eval_size = 50", "", "[campaign]", "seeds = [1]", "pack_runs = true",
+             f"max_workers = {workers}", "threads_per_worker = 1"]
     conds = [{"advantage_mode": "grpo"}, {"advantage_mode": "maxrl", "transform_mode": "gtpo"},
              {"advantage_mode": "rloo"}]
     if reward:
@@ -97,6 +100,25 @@ def rows(path: Path) -> list[dict[str, Any]]:
 def untimed(run_dir: Path) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if not (k.endswith("_time_s") or k in TIMING)}
             for r in rows(run_dir / "metrics.jsonl")]
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d.name))
+        except OSError:
+            continue
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
 
 
 def manifest(out: Path) -> dict[str, Any]:
@@ -140,9 +162,12 @@ def test_a_failing_run_leaves_the_pack_and_the_others_finish(tmp_path: Path) -> 
         assert [r["step"] for r in rows(out / "runs" / name / "metrics.jsonl")] == [0, 1, 2, 3]
 
 
-def test_kill9_mid_pack_then_resume_trains_each_step_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill9_mid_pack_then_resume_trains_each_step_once(tmp_path: Path, workers: int) -> None:
+    """kill -9 of the campaign process: with workers = 2 the pool's workers (each training a
+    pack) notice their parent died and stop after their step."""
     steps = 20
-    toml = write_campaign(tmp_path / "kill.toml", max_steps=steps, save_every=1)
+    toml = write_campaign(tmp_path / "kill.toml", max_steps=steps, save_every=1, workers=workers)
     out = tmp_path / "out"
     log = open(tmp_path / "log", "wb")  # noqa: SIM115 - closed when the test process ends
     proc = subprocess.Popen([sys.executable, "-m", "retrain", "campaign", "run", str(toml), "--out",
@@ -152,8 +177,16 @@ def test_kill9_mid_pack_then_resume_trains_each_step_once(tmp_path: Path) -> Non
         assert proc.poll() is None, (tmp_path / "log").read_text()[-3000:]
         assert time.monotonic() - t0 < 240, "no run reached step 3"
         time.sleep(0.05)
+    kids = children(proc.pid)
+    assert len(kids) >= (2 if workers > 1 else 0), kids  # pool workers (and a resource tracker)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    t_kill = time.monotonic()
+    while any(alive(k) for k in kids):
+        assert time.monotonic() - t_kill < 60, "orphaned workers did not stop"
+        time.sleep(0.1)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["packs"] == ([list(RUNS)] if workers == 1 else [list(RUNS[:2]), [RUNS[2]]])
     killed_at = {n: max((r["step"] for r in rows(out / "runs" / n / "metrics.jsonl")), default=0)
                  for n in RUNS}
     assert all(s < steps for s in killed_at.values()), killed_at

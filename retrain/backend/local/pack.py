@@ -104,6 +104,11 @@ class Rendezvous:
             self.cond.notify_all()
 
 
+# Rows per batched decode: on 2 CPU cores a pack decodes ~1024-row chunks at 120 µs per
+# sequence, 20,000 rows at once at 256 µs (memory traffic), and 64-row batches at 340 µs.
+DECODE_ROWS = 1024
+
+
 def adapter_name(index: int) -> str:
     return "default" if index == 0 else f"run{index}"
 
@@ -180,41 +185,48 @@ class Pack:
         self.busy_s += time.perf_counter() - t0
 
     def _sample(self, group: dict[int, _Call]) -> dict[int, Rollouts]:
+        """All runs' sequences, decoded in chunks of about DECODE_ROWS rows: chunk j holds rows
+        [j·m, (j+1)·m) of every run (m = DECODE_ROWS / runs), so blocks stay in run order."""
         t_start = time.perf_counter()
         eos_id, pad_id = special_ids(self.tokenizer)
-        seqs: list[list[int]] = []
-        uniforms: list[np.ndarray] = []
-        blocks: list[tuple[str, int]] = []
         encoded: dict[int, list[list[int]]] = {}
-        sp: SamplingParams | None = None
+        uniforms: dict[int, np.ndarray] = {}
         for k, call in group.items():
             prompts, sp = call.args
             encoded[k] = encode_prompts(self.tokenizer, list(prompts), sp.n_per_prompt)
-            seqs += encoded[k]
-            uniforms.append(sequence_uniforms(sp.seed, sp.step, range(len(encoded[k])), sp.max_tokens))
-            blocks.append((adapter_name(k), len(encoded[k])))
-        assert sp is not None
-        ids: list[list[int]] = []
-        lps: list[list[float]] = []
-        ents: list[list[float]] = []
+            uniforms[k] = sequence_uniforms(sp.seed, sp.step, range(len(encoded[k])), sp.max_tokens)
+        sp = next(iter(group.values())).args[1]
+        rows = max(1, DECODE_ROWS // len(group))
+        out_ids: dict[int, list[list[int]]] = {k: [] for k in group}
+        out_lp: dict[int, list[list[float]]] = {k: [] for k in group}
+        out_ent: dict[int, list[list[float]]] = {k: [] for k in group}
         prefill_s = 0.0
-        if seqs:
-            self.model.eval()
+        self.model.eval()
+        longest = max(len(e) for e in encoded.values())
+        for lo in range(0, longest, rows):
+            blocks = [(adapter_name(k), len(encoded[k][lo:lo + rows])) for k in group]
+            seqs = [s for k in group for s in encoded[k][lo:lo + rows]]
+            if not seqs:
+                continue
             with route(self.model, blocks):
-                ids, lps, ents, prefill_s = decode_chunk(
-                    self.model, seqs, np.concatenate(uniforms), max_tokens=sp.max_tokens,
-                    temperature=sp.temperature, top_p=sp.top_p, greedy=sp.greedy, eos_id=eos_id,
-                    pad_id=pad_id, device=self.device)
+                ids, lps, ents, pre = decode_chunk(
+                    self.model, seqs, np.concatenate([uniforms[k][lo:lo + rows] for k in group]),
+                    max_tokens=sp.max_tokens, temperature=sp.temperature, top_p=sp.top_p,
+                    greedy=sp.greedy, eos_id=eos_id, pad_id=pad_id, device=self.device)
+            prefill_s += pre
+            at = 0
+            for k, (_, n) in zip(group, blocks, strict=True):
+                out_ids[k] += ids[at:at + n]
+                out_lp[k] += lps[at:at + n]
+                out_ent[k] += ents[at:at + n]
+                at += n
         out: dict[int, Rollouts] = {}
-        lo = 0
         for k, call in group.items():
-            _, spk = call.args
-            hi = lo + len(encoded[k])
-            out[k] = build_rollouts(self.tokenizer, encoded[k], ids[lo:hi], lps[lo:hi], ents[lo:hi],
+            spk = call.args[1]
+            out[k] = build_rollouts(self.tokenizer, encoded[k], out_ids[k], out_lp[k], out_ent[k],
                                     n_per_prompt=spk.n_per_prompt, max_tokens=spk.max_tokens,
                                     temperature=spk.temperature, top_p=spk.top_p,
                                     t_start=t_start, prefill_s=prefill_s)
-            lo = hi
         return out
 
     def _train(self, group: dict[int, _Call]) -> dict[int, dict[str, float]]:

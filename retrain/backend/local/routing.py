@@ -50,19 +50,27 @@ def _routed_forward(layer: LoraLinear, blocks: list[tuple[str, int]]) -> Any:
     names = [name for name, _ in blocks]
     sizes = [n for _, n in blocks]
     equal = len(set(sizes)) == 1
+    frozen: list[tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]] = []
+
+    def weights() -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        if frozen:  # sampling: the weights cannot change within one routed call
+            return frozen[0]
+        a_w = [_weight(layer.lora_A[n]) for n in names]
+        b_w = [_weight(layer.lora_B[n]) * layer.scaling[n] for n in names]
+        stacked = (a_w, b_w, torch.stack(a_w).transpose(1, 2), torch.stack(b_w).transpose(1, 2))
+        if not torch.is_grad_enabled():
+            frozen.append(stacked)
+        return stacked
 
     def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         result = layer.base_layer(x, *args, **kwargs)  # [N, L, d_out]
         if layer.disable_adapters or not names:
             return result  # the KL reference: the base model alone
-        a_w = [_weight(layer.lora_A[n]) for n in names]
-        b_w = [_weight(layer.lora_B[n]) * layer.scaling[n] for n in names]
+        a_w, b_w, a_t, b_t = weights()  # a_t [K, d_in, r], b_t [K, r, d_out] (scaled)
         xc = x.to(a_w[0].dtype)
         if equal:
-            a = torch.stack(a_w)  # [K, r, d_in]
-            b = torch.stack(b_w)  # [K, d_out, r]
             xs = xc.reshape(len(names), -1, xc.shape[-1])  # [K, n·L, d_in]
-            delta = torch.bmm(torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2))  # [K, n·L, d_out]
+            delta = torch.bmm(torch.bmm(xs, a_t), b_t)  # [K, n·L, d_out]
             return result + delta.reshape(result.shape).to(result.dtype)
         parts = []
         lo = 0
