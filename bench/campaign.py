@@ -7,6 +7,8 @@ model is built once and cached, not timed):
 - `packed`: the same 2 workers x 1 thread, each training a pack of half the runs: one base model
   with one adapter per run, batched sampling and one forward/backward per step for the pack's
   runs (`campaign.pack_runs`, the default of `executor = "auto"`);
+- `packed1`: every run in one pack in the campaign process (`max_workers = 1`), torch's default
+  thread count;
 - `inprocess`: one run after another in the campaign process (`--executor inprocess`).
 
 The modes alternate (A B A B ...) for `--rounds` rounds; the figures are medians over rounds,
@@ -97,6 +99,8 @@ def mode_args(mode: str, workers: int, threads: int) -> list[str]:
                 "--set", f"campaign.threads_per_worker={threads}"]
     if mode == "inprocess":
         return ["--executor", "inprocess"]
+    if mode == "packed1":  # one pack in the campaign process, torch's default threads
+        return ["--set", "campaign.pack_runs=true", "--set", "campaign.max_workers=1"]
     return ["--set", "campaign.pack_runs=true", "--set", f"campaign.max_workers={workers}",  # executor auto
             "--set", f"campaign.threads_per_worker={threads}"]
 
@@ -130,7 +134,7 @@ def run_mode(mode: str, campaign: Path, out: Path, sets: list[str], args: list[s
             excess.append(steps[0] - statistics.median(steps))
         done += rec["status"] == "done"
     workers = int(next((a.split("=")[1] for a in args if a.startswith("campaign.max_workers=")), 1))
-    if mode == "packed":  # the runs of the packs trained at once (one pack per worker)
+    if mode.startswith("packed"):  # the runs of the packs trained at once (one pack per worker)
         parallel = sum(len(p) for p in (plan.get("packs") or [[0]])[:workers])
     else:
         parallel = workers
@@ -176,7 +180,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the modes (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="pool workers (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per pool worker (default 1)")
-    parser.add_argument("--modes", default="pool,packed", help="comma-separated: pool,packed,inprocess")
+    parser.add_argument("--modes", default="pool,packed", help="comma-separated: pool,packed,packed1,inprocess")
     parser.add_argument("--keep", action="store_true", help="keep the campaign dirs (printed)")
     args = parser.parse_args()
     modes = args.modes.split(",")

@@ -175,11 +175,12 @@ def _cost_text(name: str, costs: dict[str, Cost]) -> str:
 
 def list_text() -> str:
     costs = measured_costs()
-    lines = ["name      points                  groups          cost            description"]
+    rows = [("name", "points", "groups", "cost", "description")]
     for name, cls in HOOKS.items():
         groups = ",".join(g for g, members in GROUPS.items() if name in members)
-        lines.append(f"{name:<9} {','.join(cls.points):<23} {groups:<15} "
-                     f"{_cost_text(name, costs):<15} {cls.description}")
+        rows.append((name, ",".join(cls.points), groups, _cost_text(name, costs), cls.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join([*(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)), r[4]]) for r in rows]
     lines.append("")
     for g, members in GROUPS.items():
         lines.append(f"group {g}: {', '.join(members)} (cost {_cost_text(g, costs)})")
