@@ -86,8 +86,8 @@ def run(
     live: LiveOpt = False, silent: SilentOpt = False, no_console_output: NoConsoleOpt = False,
 ) -> None:
     """Train every run of the campaign, then squeeze and compare. Exit 1 if a run failed, 130 if interrupted."""
+    from retrain.campaign.campaign_dir import default_out_dir
     from retrain.campaign.grid import load_campaign
-    from retrain.campaign.runner import default_out_dir
 
     spec = load_campaign(file, set_ or [])
     out_dir = out or default_out_dir(spec)
@@ -152,7 +152,8 @@ def status(
 def _execute(spec, out_dir: Path, *, source_text: str, sets: list[str], force: bool,  # noqa: ANN001
              executor: str | None, mode: str) -> None:
     from retrain.backend.local.cache import PRESETS, cache_root
-    from retrain.campaign.runner import CampaignRunner, build_executor, prepare
+    from retrain.campaign.campaign_dir import prepare
+    from retrain.campaign.runner import CampaignRunner, build_executor
     from retrain.trainer.signals import graceful_stop
     from retrain.trainer.state import StopFlag
 

@@ -21,8 +21,9 @@ import pytest
 from typer.testing import CliRunner
 
 from retrain.campaign import sequential
+from retrain.campaign.campaign_dir import prepare
 from retrain.campaign.grid import CampaignSpec, load_campaign
-from retrain.campaign.runner import CampaignRunner, prepare
+from retrain.campaign.runner import CampaignRunner
 from retrain.cli.app import app
 from retrain.errors import ResumeError
 from retrain.executors.base import RunOutcome, RunTask
