@@ -102,6 +102,19 @@ def untimed(run_dir: Path) -> list[dict[str, Any]]:
             for r in rows(run_dir / "metrics.jsonl")]
 
 
+def start_until_step(toml: Path, out: Path, run: str, step: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """`retrain campaign run` in a subprocess, returned once `run` has logged `step`."""
+    log = open(log_path, "wb")  # noqa: SIM115 - closed when the test process ends
+    proc = subprocess.Popen([sys.executable, "-m", "retrain", "campaign", "run", str(toml), "--out",
+                             str(out)], cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    t0 = time.monotonic()
+    while max((r.get("step", 0) for r in rows(out / "runs" / run / "metrics.jsonl")), default=0) < step:
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() - t0 < 240, f"{run} did not reach step {step}"
+        time.sleep(0.02)
+    return proc
+
+
 def children(pid: int) -> list[int]:
     """Direct children of `pid` (Linux /proc)."""
     out = []
@@ -169,14 +182,7 @@ def test_kill9_mid_pack_then_resume_trains_each_step_once(tmp_path: Path, worker
     steps = 20
     toml = write_campaign(tmp_path / "kill.toml", max_steps=steps, save_every=1, workers=workers)
     out = tmp_path / "out"
-    log = open(tmp_path / "log", "wb")  # noqa: SIM115 - closed when the test process ends
-    proc = subprocess.Popen([sys.executable, "-m", "retrain", "campaign", "run", str(toml), "--out",
-                             str(out)], cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    t0 = time.monotonic()
-    while max((r.get("step", 0) for r in rows(out / "runs" / RUNS[0] / "metrics.jsonl")), default=0) < 3:
-        assert proc.poll() is None, (tmp_path / "log").read_text()[-3000:]
-        assert time.monotonic() - t0 < 240, "no run reached step 3"
-        time.sleep(0.05)
+    proc = start_until_step(toml, out, RUNS[0], 3, tmp_path / "log")
     kids = children(proc.pid)
     assert len(kids) >= (2 if workers > 1 else 0), kids  # pool workers (and a resource tracker)
     os.kill(proc.pid, signal.SIGKILL)
@@ -207,14 +213,7 @@ def test_ctrl_c_mid_pack_then_resume_equals_the_uninterrupted_pack(tmp_path: Pat
     whole = tmp_path / "whole"
     assert cli("campaign", "run", toml, "--out", whole).returncode == 0
     out = tmp_path / "out"
-    log = open(tmp_path / "log", "wb")  # noqa: SIM115 - closed when the test process ends
-    proc = subprocess.Popen([sys.executable, "-m", "retrain", "campaign", "run", str(toml), "--out",
-                             str(out)], cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    t0 = time.monotonic()
-    while max((r.get("step", 0) for r in rows(out / "runs" / RUNS[1] / "metrics.jsonl")), default=0) < 2:
-        assert proc.poll() is None, (tmp_path / "log").read_text()[-3000:]
-        assert time.monotonic() - t0 < 240, "no run reached step 2"
-        time.sleep(0.02)
+    proc = start_until_step(toml, out, RUNS[1], 2, tmp_path / "log")
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=120) != 0
     stopped = {n: json.loads((out / "runs" / n / "summary.json").read_text())["steps_done"] for n in RUNS}

@@ -13,7 +13,6 @@ respect to run k's adapter is exactly the gradient of run k's loss alone.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +23,9 @@ from retrain.backend.base import Rollouts
 from retrain.backend.local.logprobs import build_batch, completion_logprobs
 from retrain.backend.local.routing import route
 from retrain.backend.local.step import (
-    _all_finite,
     _micro_batches,
     _pad_id,
-    _restore,
-    _snapshot,
+    apply_update,
     policy_loss,
     token_weights,
 )
@@ -129,7 +126,8 @@ def packed_train_step(model: PeftModel, members: list[MemberBatch]) -> dict[int,
     for pos, m in enumerate(members):
         t_opt = time.perf_counter()
         per_module = _module_grad_norms(model, m.adapter) if m.grad_norms else {}
-        grad_norm, skipped, rolled_back = _update(m, sums[pos].loss)
+        grad_norm, skipped, rolled_back = apply_update(m.params, m.optimizer, m.scheduler,
+                                                       m.cfg_optimizer, loss=sums[pos].loss)
         n_tokens = int(rollouts[pos].offsets[-1])
         out[m.index] = {**sums[pos].stats(n_tokens), "grad_norm": grad_norm, "lr": lrs[pos],
                         "skipped": float(skipped), "rolled_back": float(rolled_back),
@@ -175,37 +173,3 @@ def _module_grad_norms(model: PeftModel, adapter: str) -> dict[str, float]:
                 module = name.removesuffix(part).removeprefix("base_model.model.")
                 sq[module] = sq.get(module, 0.0) + float(p.grad.pow(2).sum())
     return {f"grad_norm/{k}": v ** 0.5 for k, v in sq.items()}
-
-
-def _update(m: MemberBatch, loss: float) -> tuple[float, bool, bool]:
-    """Clip, step and schedule one member, as step.train_step does for a run alone."""
-    params = m.params
-    grads = [p.grad for p in params if p.grad is not None]
-    grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-    skipped = not (np.isfinite(loss) and np.isfinite(grad_norm))
-    rolled_back = False
-    if skipped:
-        m.optimizer.zero_grad(set_to_none=True)
-    else:
-        if m.cfg_optimizer.max_grad_norm > 0:
-            torch.nn.utils.clip_grads_with_norm_(params, m.cfg_optimizer.max_grad_norm,
-                                                 torch.tensor(grad_norm))
-        before = _snapshot(params, m.optimizer)
-        try:
-            m.optimizer.step()
-            rolled_back = not _all_finite(params)
-        except RuntimeError as exc:  # torch refuses a step size beyond float32
-            if "overflow" not in str(exc):
-                raise
-            rolled_back = True
-        m.optimizer.zero_grad(set_to_none=True)
-        if rolled_back:
-            _restore(params, m.optimizer, before)
-            skipped = True
-    if skipped:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
-            m.scheduler.step()
-    else:
-        m.scheduler.step()
-    return grad_norm, skipped, rolled_back

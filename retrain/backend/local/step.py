@@ -294,10 +294,46 @@ def train_step(
     stats = forward_backward(model, rollouts, adv_T, cfg_training=cfg_training,
                              micro_batch_size=micro_batch_size, is_cap=is_cap, replay=replay)
     t1 = time.perf_counter()
+    per_module = module_grad_norms(model) if collect_grad_norms else {}
+    grad_norm, skipped, rolled_back = apply_update(params, optimizer, scheduler, cfg_optimizer,
+                                                   loss=stats["loss"])
+    t2 = time.perf_counter()
+    model.eval()
+    return {**stats, "grad_norm": grad_norm, "lr": lr, "skipped": float(skipped),
+            "rolled_back": float(rolled_back), "forward_backward_s": t1 - t0, "optimizer_s": t2 - t1,
+            **per_module}
+
+
+def module_name(name: str) -> str:
+    """`base_model.model.model.layers.0.mlp.up_proj(.lora_A.default.weight)` -> the module path
+    in the base model, `model.layers.0.mlp.up_proj`."""
+    name = name.removeprefix("base_model.model.")
+    for suffix in (".lora_A.default.weight", ".lora_B.default.weight"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+@torch.no_grad()
+def module_grad_norms(model: PeftModel) -> dict[str, float]:
+    """{"grad_norm/<module>": sqrt(|grad A|^2 + |grad B|^2)} over the trained adapter's modules."""
+    sq: dict[str, float] = {}
+    for name, p in model.named_parameters():
+        if p.grad is None or not p.requires_grad or ".default." not in name:
+            continue
+        key = "grad_norm/" + module_name(name)
+        sq[key] = sq.get(key, 0.0) + float(p.grad.detach().float().pow(2).sum())
+    return {k: float(np.sqrt(v)) for k, v in sq.items()}
+
+
+def apply_update(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, cfg_optimizer: OptimizerConfig,
+                 *, loss: float) -> tuple[float, bool, bool]:
+    """The update after a backward pass: (grad_norm, skipped, rolled_back). Skip a non-finite
+    loss or gradient; else clip, step, and roll back an update that made a weight non-finite;
+    the LR schedule steps either way. Also a pack's per-run update (pack_step.py)."""
     grads = [p.grad for p in params if p.grad is not None]
     grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-    per_module = module_grad_norms(model) if collect_grad_norms else {}
-    skipped = not (np.isfinite(stats["loss"]) and np.isfinite(grad_norm))
+    skipped = not (np.isfinite(loss) and np.isfinite(grad_norm))
     rolled_back = False
     if skipped:
         optimizer.zero_grad(set_to_none=True)
@@ -326,32 +362,7 @@ def train_step(
             scheduler.step()
     else:
         scheduler.step()
-    t2 = time.perf_counter()
-    model.eval()
-    return {**stats, "grad_norm": grad_norm, "lr": lr, "skipped": float(skipped),
-            "rolled_back": float(rolled_back), "forward_backward_s": t1 - t0, "optimizer_s": t2 - t1,
-            **per_module}
-
-
-def module_name(name: str) -> str:
-    """`base_model.model.model.layers.0.mlp.up_proj(.lora_A.default.weight)` -> the module path
-    in the base model, `model.layers.0.mlp.up_proj`."""
-    name = name.removeprefix("base_model.model.")
-    for suffix in (".lora_A.default.weight", ".lora_B.default.weight"):
-        name = name.removesuffix(suffix)
-    return name
-
-
-@torch.no_grad()
-def module_grad_norms(model: PeftModel) -> dict[str, float]:
-    """{"grad_norm/<module>": sqrt(|grad A|^2 + |grad B|^2)} over the trained adapter's modules."""
-    sq: dict[str, float] = {}
-    for name, p in model.named_parameters():
-        if p.grad is None or not p.requires_grad or ".default." not in name:
-            continue
-        key = "grad_norm/" + module_name(name)
-        sq[key] = sq.get(key, 0.0) + float(p.grad.detach().float().pow(2).sum())
-    return {k: float(np.sqrt(v)) for k, v in sq.items()}
+    return grad_norm, skipped, rolled_back
 
 
 # --- rollback of an update that made a weight non-finite -------------------------------------
