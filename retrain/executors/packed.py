@@ -1,8 +1,9 @@
 """Packed executor: the campaign's runs trained in packs, each pack one base model with one LoRA
-adapter per run, in this process (backend/local/pack.py).
+adapter per run, in this process (backend/local/pack.py). `run_pack` trains one pack; the pool's
+workers call it too (max_workers > 1: one pack per worker at a time).
 
 Runs that share the model and the adapter's shape (`pack_key`) go to one pack, in plan order, at
-most `pack_size` per pack; the others (another model, LoRA rank or target modules, LoRA dropout,
+most `pack_size` per pack (0: the compatible runs split evenly over the workers); the others (another model, LoRA rank or target modules, LoRA dropout,
 a backend other than `local`, multi-phase runs) train alone, one after another, as the in-process
 executor would. Each run of a pack has its own thread running the ordinary step loop; the
 threads meet in the pack's rendezvous for every sample and train step, so a pack advances in
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import threading
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +84,6 @@ class PackStopFlag(StopFlag):
         return self.latch.answer(n, lambda: StopFlag.requested.fget(self))  # type: ignore[attr-defined]
 
 
-@dataclass
-class PackReport:
-    """One pack's timings, for the bench and the campaign log."""
-
-    runs: list[str]
-    setup_s: float  # model load and adapter creation
-    busy_s: float  # time in batched sample/train calls
-
-
 def load_configs(tasks: list[RunTask]) -> list[tuple[str, Any]]:
     """(name, RetrainConfig or None) of every task; None: execute_run will report the problem."""
     from retrain.config.load import build_config
@@ -119,14 +110,11 @@ def task_packs(tasks: list[RunTask], pack_size: int, workers: int = 1) -> list[t
 
 
 def run_pack(tasks: list[RunTask], cfgs: list[Any], emit: EventFn, *, stops: list[StopFlag],
-             stopped: Any = None, parent_pid: int | None = None) -> PackReport | None:
+             stopped: Any = None, parent_pid: int | None = None) -> None:
     """Train the runs of one pack to the end, one thread each, in this process; `emit` gets their
     started/finished events (from their threads). Used by PackedExecutor and by pool workers."""
-    import time
-
     from retrain.backend.local.pack import Pack
 
-    t0 = time.perf_counter()
     for t in tasks:
         emit("started", t.name, None)
     try:
@@ -136,8 +124,7 @@ def run_pack(tasks: list[RunTask], cfgs: list[Any], emit: EventFn, *, stops: lis
 
         for t in tasks:
             emit("finished", t.name, RunOutcome(name=t.name, status="failed", error=error_tail(exc)))
-        return None
-    setup_s = time.perf_counter() - t0
+        return
 
     def body(k: int, task: RunTask, stop: StopFlag) -> None:
         try:
@@ -161,7 +148,6 @@ def run_pack(tasks: list[RunTask], cfgs: list[Any], emit: EventFn, *, stops: lis
         while th.is_alive():
             th.join(0.5)  # a bounded wait keeps Ctrl+C reaching this thread's handler
     pack.close()
-    return PackReport(runs=[t.name for t in tasks], setup_s=setup_s, busy_s=pack.busy_s)
 
 
 class PackedExecutor:
@@ -171,7 +157,6 @@ class PackedExecutor:
         self.stops: list[StopFlag] = []
         self._stop_requested = False
         self._event_lock = threading.Lock()
-        self.reports: list[PackReport] = []
 
     def run(self, tasks: list[RunTask], on_event: EventFn) -> None:
         for pack_tasks, cfgs in task_packs(tasks, self.pack_size):
@@ -194,10 +179,8 @@ class PackedExecutor:
         self._event(on_event, "finished", task.name, outcome)
 
     def _run_pack(self, tasks: list[RunTask], cfgs: list[Any], on_event: EventFn) -> None:
-        report = run_pack(tasks, cfgs, lambda ev, name, outcome: self._event(on_event, ev, name, outcome),
-                          stops=self.stops, stopped=lambda: self._stop_requested)
-        if report is not None:
-            self.reports.append(report)
+        run_pack(tasks, cfgs, lambda ev, name, outcome: self._event(on_event, ev, name, outcome),
+                 stops=self.stops, stopped=lambda: self._stop_requested)
 
     def request_stop(self) -> None:
         self._stop_requested = True

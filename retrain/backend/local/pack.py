@@ -144,7 +144,6 @@ class Pack:
                 p.requires_grad_(True)
         self.members: list[PackMember | None] = [None] * len(cfgs)
         self.rendezvous = Rendezvous(len(cfgs), self._serve)
-        self.busy_s = 0.0  # time in batched calls (the pack's compute)
 
     def _adapter_params(self, name: str) -> list[torch.nn.Parameter]:
         marks = (f".lora_A.{name}.", f".lora_B.{name}.")
@@ -168,7 +167,6 @@ class Pack:
     # --- batched service (runs in whichever member thread completed the rendezvous) ---------
 
     def _serve(self, calls: dict[int, _Call]) -> None:
-        t0 = time.perf_counter()
         groups: dict[tuple[Any, ...], dict[int, _Call]] = {}
         for k, call in calls.items():
             groups.setdefault((call.kind, *call.key), {})[k] = call
@@ -182,7 +180,6 @@ class Pack:
                 for call in group.values():
                     call.error = RuntimeError(f"the pack's batched {key[0]} failed: "
                                               f"{type(exc).__name__}: {exc}")
-        self.busy_s += time.perf_counter() - t0
 
     def _sample(self, group: dict[int, _Call]) -> dict[int, Rollouts]:
         """All runs' sequences, decoded in chunks of about DECODE_ROWS rows: chunk j holds rows

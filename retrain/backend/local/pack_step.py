@@ -23,6 +23,7 @@ from retrain.backend.base import Rollouts
 from retrain.backend.local.logprobs import build_batch, completion_logprobs
 from retrain.backend.local.routing import route
 from retrain.backend.local.step import (
+    LossParts,
     _micro_batches,
     _pad_id,
     apply_update,
@@ -74,6 +75,7 @@ def packed_train_step(model: PeftModel, members: list[MemberBatch]) -> dict[int,
     chunks = [_micro_batches(r.num_sequences, m.micro_batch_size) for r, m in zip(rollouts, members, strict=True)]
     weights = [token_weights(r.lengths, m.cfg_training.loss_agg, m.cfg_training.max_tokens)
                for r, m in zip(rollouts, members, strict=True)]
+    advs = [np.asarray(m.adv_T, dtype=np.float32) for m in members]  # as step.train_step casts them
     sums = [_Sums() for _ in members]
     lrs = [float(m.optimizer.param_groups[0]["lr"]) for m in members]
     model.train()
@@ -112,7 +114,7 @@ def packed_train_step(model: PeftModel, members: list[MemberBatch]) -> dict[int,
             if hi == lo:
                 continue
             old_lp, adv, w = (torch.as_tensor(a[lo:hi], device=device, dtype=new_lp.dtype)
-                              for a in (r.logprob_T, m.adv_T.astype(np.float32), weights[pos]))
+                              for a in (r.logprob_T, advs[pos], weights[pos]))
             t = m.cfg_training
             parts = policy_loss(new_lp[sl], old_lp, adv, w, clip_eps=t.clip_eps,
                                 clip_eps_high=t.clip_eps_high, kl_beta=t.kl_beta,
@@ -144,10 +146,7 @@ class _Sums:
         self.loss = self.pg_loss = self.kl_sum = self.entropy_sum = self.ratio_max_dev = 0.0
         self.clipped = 0
 
-    def add(self, parts: object, ent: torch.Tensor | None) -> None:
-        from retrain.backend.local.step import LossParts
-
-        assert isinstance(parts, LossParts)
+    def add(self, parts: LossParts, ent: torch.Tensor | None) -> None:
         self.loss += float(parts.loss.detach())
         self.pg_loss += parts.pg_loss
         self.kl_sum += parts.kl_sum
